@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Install everything the project needs into .venv (idempotent). Sourced by scripts/test.sh and scripts/fleet.sh.
+set -euo pipefail
+UV_VERSION=0.13.9
+if ! command -v uv >/dev/null 2>&1 || [[ "$(uv --version 2>/dev/null | awk '{print $2}')" != "$UV_VERSION" ]]; then
+  echo "== installing uv $UV_VERSION"
+  python3 -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
+fi
+if ! command -v gcloud >/dev/null 2>&1 && [[ "${MODELFLEET_SKIP_APT:-}" != "1" ]]; then
+  echo "== installing Debian packages (google-cloud-cli is not in Debian; gcloud tests need it preinstalled)"
+fi
+echo "== uv sync (locked: uv.lock)"
+uv sync --frozen --all-extras --quiet

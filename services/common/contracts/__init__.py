@@ -1,0 +1,56 @@
+"""The documents exchanged between services (DESIGN.md, "Contracts between services").
+
+Every document carries ``schema_version``; readers ignore unknown fields (an old reader accepts a newer
+document), writers are strict and write atomically (:mod:`services.common.atomic`).
+"""
+
+from services.common.contracts.audit import AuditEntry
+from services.common.contracts.base import SCHEMA_VERSION, Document, validate_model_name
+from services.common.contracts.desired_state import (
+    DesiredStateDocument,
+    ModelPolicy,
+    ResolvedModel,
+    resolve_model,
+)
+from services.common.contracts.local import (
+    FailedDocument,
+    FailedVersion,
+    LocalDesired,
+    LocalModelTarget,
+    Manifest,
+    ManifestObject,
+)
+from services.common.contracts.registration import NodeRole, Registration
+from services.common.contracts.status import (
+    Alarm,
+    DownloadProgress,
+    HeldChange,
+    LiveVersion,
+    ModelNodeStatus,
+    SidecarStatus,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Alarm",
+    "AuditEntry",
+    "DesiredStateDocument",
+    "Document",
+    "DownloadProgress",
+    "FailedDocument",
+    "FailedVersion",
+    "HeldChange",
+    "LiveVersion",
+    "LocalDesired",
+    "LocalModelTarget",
+    "Manifest",
+    "ManifestObject",
+    "ModelNodeStatus",
+    "ModelPolicy",
+    "NodeRole",
+    "Registration",
+    "ResolvedModel",
+    "SidecarStatus",
+    "resolve_model",
+    "validate_model_name",
+]

@@ -1,0 +1,136 @@
+"""The desired-state document: ``gs://<bucket>/<prefix>/_fleet/state.json``, written only by master.
+
+Per model it holds *overrides* of the default policy. A model absent from the document (or no document
+at all) gets the default: serve its latest complete version, keep the one before it on disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from services.common.contracts.base import INT64_MAX, Document, is_valid_model_name
+
+DEFAULT_LATEST = 1
+DEFAULT_KEEP = 1
+
+
+def _check_versions(values: Sequence[int]) -> None:
+    for v in values:
+        if v < 0 or v > INT64_MAX:
+            raise ValueError(f"version {v} is not a non-negative int64")
+
+
+class NodeOverride(BaseModel):
+    """Room for per-node overrides (progressive rollout); today only ``pinned`` is honoured."""
+
+    model_config = ConfigDict(extra="ignore")
+    pinned: list[int] | None = None
+
+
+class ModelPolicy(BaseModel):
+    """Overrides of the default policy for one model."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    enabled: bool = True
+    pinned: list[int] | None = Field(default=None, description="explicit versions to serve")
+    latest: int | None = Field(default=None, ge=1, le=100, description="serve the N latest complete versions")
+    labels: dict[str, int] = Field(default_factory=dict)
+    keep: int | None = Field(default=None, ge=0, le=100, description="extra versions held on disk for rollback")
+    allow_signature_change: bool = False
+    nodes: dict[str, NodeOverride] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _exclusive(self) -> ModelPolicy:
+        if self.pinned is not None and self.latest is not None:
+            raise ValueError("set either 'pinned' or 'latest', not both")
+        if self.pinned is not None:
+            if not self.pinned:
+                raise ValueError("'pinned' needs at least one version (use enabled=false to retire)")
+            _check_versions(self.pinned)
+        _check_versions(list(self.labels.values()))
+        return self
+
+    @field_validator("labels")
+    @classmethod
+    def _label_names(cls, labels: dict[str, int]) -> dict[str, int]:
+        for name in labels:
+            if not name or not all(c.isalnum() or c in "_-" for c in name) or name[0].isdigit():
+                raise ValueError(f"invalid label {name!r}: letters, digits, '_', '-', not starting with a digit")
+        return labels
+
+    def is_default(self) -> bool:
+        """True when this policy overrides nothing."""
+        return self == ModelPolicy()
+
+
+class DesiredStateDocument(Document):
+    """The whole document. ``models`` maps model name → overrides."""
+
+    models: dict[str, ModelPolicy] = Field(default_factory=dict)
+    updated_at: datetime | None = None
+    updated_by: str | None = None
+
+    @field_validator("models")
+    @classmethod
+    def _names(cls, models: dict[str, ModelPolicy]) -> dict[str, ModelPolicy]:
+        for name in models:
+            if not is_valid_model_name(name):
+                raise ValueError(f"invalid model name {name!r}")
+        return models
+
+    def policy_for(self, model: str) -> ModelPolicy:
+        """The effective overrides for ``model`` (defaults when absent)."""
+        return self.models.get(model) or ModelPolicy()
+
+
+class ResolvedModel(BaseModel):
+    """Concrete versions for one model: what to serve, what to hold on disk, where labels point."""
+
+    serve: list[int]
+    keep: list[int]
+    labels: dict[str, int]
+    enabled: bool = True
+    allow_signature_change: bool = False
+    waiting_for: list[int] = Field(default_factory=list, description="wanted versions not complete in the bucket")
+
+
+def resolve_model(policy: ModelPolicy, complete_versions: Sequence[int], *, node: str | None = None) -> ResolvedModel:
+    """Turn a policy into concrete version sets given the complete versions in the bucket.
+
+    - ``enabled=false``: nothing served or kept (the model is retired on purpose).
+    - ``pinned``: exactly those versions (those not complete yet are reported in ``waiting_for``).
+    - else the ``latest`` N (default 1) complete versions.
+    - Label targets are always served too (a label can only point at a loaded version).
+    - ``keep`` (default 1) more complete versions below the lowest served one stay on disk.
+    ``keep`` is always a superset of ``serve``; all lists are sorted ascending.
+    """
+    if not policy.enabled:
+        return ResolvedModel(serve=[], keep=[], labels={}, enabled=False)
+    complete = sorted(set(complete_versions))
+    pinned = policy.pinned
+    if node is not None and node in policy.nodes and policy.nodes[node].pinned:
+        pinned = policy.nodes[node].pinned
+    if pinned is not None:
+        wanted = set(pinned)
+    else:
+        wanted = set(complete[-(policy.latest or DEFAULT_LATEST) :]) if complete else set()
+    wanted |= set(policy.labels.values())
+    available = set(complete)
+    serve = sorted(wanted & available)
+    waiting = sorted(wanted - available)
+    keep_extra = DEFAULT_KEEP if policy.keep is None else policy.keep
+    floor = min(serve) if serve else None
+    older = [v for v in complete if floor is None or v < floor]
+    kept = set(serve) | set(older[-keep_extra:] if keep_extra else [])
+    labels = {name: v for name, v in policy.labels.items() if v in available}
+    return ResolvedModel(
+        serve=serve,
+        keep=sorted(kept),
+        labels=labels,
+        allow_signature_change=policy.allow_signature_change,
+        waiting_for=waiting,
+    )

@@ -1,0 +1,90 @@
+"""The status payload of each sidecar (``GET /v1/status``), aggregated by master into the cluster view.
+
+One shape for both roles: fields a role does not know stay ``None`` (not reported), so master can merge
+the puller's and config_manager's views of a node per model.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.common.contracts.base import Document
+from services.common.contracts.registration import NodeRole
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Alarm(_Lenient):
+    """Something an operator must look at (mass removal, disk full, tfserving unreachable, ...)."""
+
+    kind: str
+    message: str
+    model: str | None = None
+    since: datetime | None = None
+    severity: Literal["warning", "critical"] = "warning"
+
+
+class DownloadProgress(_Lenient):
+    version: int
+    bytes_done: int = 0
+    bytes_total: int = 0
+    rate_bytes_per_second: float = 0.0
+    started_at: datetime | None = None
+
+
+class LiveVersion(_Lenient):
+    """A version as tfserving reports it (GetModelStatus)."""
+
+    version: int
+    state: str
+    error_code: int = 0
+    error_message: str = ""
+
+
+class HeldChange(_Lenient):
+    """A change config_manager refuses to make on its own (e.g. input signature changed)."""
+
+    version: int
+    reason: str
+    kind: str = "signature-changed"
+
+
+class ModelNodeStatus(_Lenient):
+    """One model on one node, from one sidecar's point of view."""
+
+    serve: list[int] = Field(default_factory=list)
+    keep: list[int] = Field(default_factory=list)
+    labels: dict[str, int] = Field(default_factory=dict)
+    remote_complete: list[int] | None = None
+    remote_incomplete: dict[str, str] | None = None
+    on_disk: list[int] | None = None
+    in_config: list[int] | None = None
+    config_labels: dict[str, int] | None = None
+    live: list[LiveVersion] | None = None
+    available: list[int] | None = None
+    failed: dict[str, str] = Field(default_factory=dict, description="version → reason")
+    held: list[HeldChange] = Field(default_factory=list)
+    drift: list[int] = Field(default_factory=list)
+    downloads: list[DownloadProgress] = Field(default_factory=list)
+    problems: list[str] = Field(default_factory=list)
+
+
+class SidecarStatus(Document):
+    """``GET /v1/status`` of a sidecar."""
+
+    hostname: str
+    role: NodeRole
+    software_version: str = "unknown"
+    ready: bool = False
+    syncing: bool = False
+    last_sync_at: datetime | None = None
+    last_success_at: datetime | None = None
+    last_error: str | None = None
+    alarms: list[Alarm] = Field(default_factory=list)
+    models: dict[str, ModelNodeStatus] = Field(default_factory=dict)
+    details: dict[str, object] = Field(default_factory=dict, description="role-specific extras")

@@ -1,0 +1,168 @@
+"""Google Cloud Storage access shared by the puller and master.
+
+A client factory honouring ``STORAGE_EMULATOR_HOST`` and explicit credentials, a listing helper that
+asks only for the fields the completeness rule needs, and the translation of google.api_core / requests
+exceptions into the project's error tree (by type and status code, never by message).
+
+The google-cloud-storage client is synchronous: async callers run these functions with
+``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import requests
+from google.api_core import exceptions as gexc
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+
+from services.common.completeness import RemoteObject
+from services.common.errors import BucketError, BucketNotFound, BucketPermissionDenied, PreconditionFailed
+from services.common.settings import BucketSettings
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+LIST_FIELDS = "items(name,size,generation,updated,crc32c),nextPageToken,prefixes"
+FLEET_PREFIX = "_fleet/"
+STATE_OBJECT = "_fleet/state.json"
+AUDIT_PREFIX = "_fleet/audit/"
+
+
+def make_client(settings: BucketSettings) -> storage.Client:
+    """A storage client for the configured bucket (emulator, explicit credentials, or ADC)."""
+    if settings.storage_emulator_host:
+        host = settings.storage_emulator_host
+        if not host.startswith(("http://", "https://")):
+            host = "http://" + host
+        return storage.Client(
+            project=settings.gcs_project,
+            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+            client_options={"api_endpoint": host},
+        )
+    creds_file = settings.credentials_file()
+    if creds_file is not None:
+        return storage.Client.from_service_account_json(str(creds_file))
+    return storage.Client(project=settings.gcs_project)
+
+
+def translate(exc: BaseException, what: str) -> BaseException:
+    """Map a vendor exception to the error tree (others are returned unchanged)."""
+    if isinstance(exc, gexc.PreconditionFailed):
+        return PreconditionFailed(f"{what}: the object changed since it was read")
+    if isinstance(exc, gexc.NotFound):
+        return BucketNotFound(f"{what}: not found", retryable=False)
+    if isinstance(exc, gexc.Forbidden | gexc.Unauthorized):
+        return BucketPermissionDenied(f"{what}: permission denied ({type(exc).__name__})", retryable=False)
+    if isinstance(exc, gexc.TooManyRequests | gexc.ServerError | gexc.RetryError):
+        return BucketError(f"{what}: bucket unavailable ({type(exc).__name__})")
+    if isinstance(exc, gexc.GoogleAPICallError):
+        return BucketError(f"{what}: {type(exc).__name__} {exc.code}", retryable=False)
+    if isinstance(exc, requests.RequestException | ConnectionError | TimeoutError):
+        return BucketError(f"{what}: bucket unreachable ({type(exc).__name__})")
+    return exc
+
+
+def call(what: str, fn: Callable[[], T]) -> T:
+    """Run one bucket call, translating vendor errors."""
+    try:
+        return fn()
+    except (gexc.GoogleAPIError, requests.RequestException, ConnectionError, TimeoutError) as exc:
+        raise translate(exc, what) from exc
+
+
+def _updated(blob: storage.Blob) -> datetime:
+    return blob.updated if blob.updated is not None else datetime.fromtimestamp(0, UTC)
+
+
+def to_remote_object(blob: storage.Blob) -> RemoteObject:
+    """The listing fields the completeness rule and the manifests need."""
+    return RemoteObject(
+        name=blob.name,
+        size=int(blob.size or 0),
+        generation=int(blob.generation or 0),
+        updated=_updated(blob),
+        crc32c=blob.crc32c,
+    )
+
+
+class ListingStats:
+    """Counts of bucket calls made by a listing (the listing benchmark reads them)."""
+
+    def __init__(self) -> None:
+        self.pages = 0
+        self.objects = 0
+
+
+def list_objects(
+    client: storage.Client,
+    bucket: str,
+    prefix: str,
+    *,
+    timeout: float,
+    stats: ListingStats | None = None,
+    page_size: int = 1000,
+) -> Iterator[RemoteObject]:
+    """Every object under ``prefix`` (one call per page of ``page_size``), as RemoteObjects."""
+    what = f"list gs://{bucket}/{prefix}"
+    iterator = call(
+        what,
+        lambda: client.list_blobs(bucket, prefix=prefix, fields=LIST_FIELDS, page_size=page_size, timeout=timeout),
+    )
+    pages = iter(iterator.pages)
+    while True:
+        try:
+            page = next(pages)
+        except StopIteration:
+            return
+        except (gexc.GoogleAPIError, requests.RequestException, ConnectionError, TimeoutError) as exc:
+            raise translate(exc, what) from exc
+        if stats is not None:
+            stats.pages += 1
+        for blob in page:
+            if stats is not None:
+                stats.objects += 1
+            yield to_remote_object(blob)
+
+
+def read_object(client: storage.Client, bucket: str, name: str, *, timeout: float) -> tuple[bytes, int] | None:
+    """Read a small object: (content, generation), or None when it does not exist."""
+    blob = client.bucket(bucket).blob(name)
+    try:
+        data = call(f"read gs://{bucket}/{name}", lambda: blob.download_as_bytes(timeout=timeout))
+    except BucketNotFound:
+        return None
+    return data, int(blob.generation or 0)
+
+
+def write_object(
+    client: storage.Client,
+    bucket: str,
+    name: str,
+    data: bytes,
+    *,
+    if_generation_match: int | None,
+    timeout: float,
+    content_type: str = "application/json",
+) -> int:
+    """Write a small object with a generation precondition (0 = create only); returns the new generation."""
+    blob = client.bucket(bucket).blob(name)
+    call(
+        f"write gs://{bucket}/{name}",
+        lambda: blob.upload_from_string(
+            data, content_type=content_type, if_generation_match=if_generation_match, timeout=timeout
+        ),
+    )
+    return int(blob.generation or 0)
+
+
+def close_client(client: storage.Client) -> None:
+    """Release the client's HTTP session."""
+    with contextlib.suppress(Exception):
+        client.close()

@@ -1,0 +1,59 @@
+"""HTTP clients with explicit timeouts, and the fleet-token dependency for sidecar APIs."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import httpx
+from fastapi import Request
+
+from services.common.errors import Forbidden, Unauthorized
+
+
+def make_async_client(
+    *,
+    timeout: float,
+    base_url: str = "",
+    token: str | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    max_connections: int = 100,
+) -> httpx.AsyncClient:
+    """An AsyncClient whose every call has a deadline (connect, read, write, pool all bounded)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.AsyncClient(
+        base_url=base_url,
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
+        headers=headers,
+        transport=transport,
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
+def bearer_token(request: Request) -> str:
+    """The bearer token of a request, or 401."""
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise Unauthorized("missing bearer token", hint="send 'Authorization: Bearer <token>'")
+    return value.strip()
+
+
+def tokens_match(given: str, expected: str) -> bool:
+    """Constant-time token comparison."""
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def require_token(expected: str | None) -> Callable[[Request], Coroutine[Any, Any, None]]:
+    """A FastAPI dependency enforcing one token (no check when ``expected`` is None)."""
+
+    async def dependency(request: Request) -> None:
+        if expected is None:
+            return
+        if not tokens_match(bearer_token(request), expected):
+            raise Forbidden("token not accepted")
+
+    return dependency

@@ -1,0 +1,125 @@
+"""Settings shared by every service, read once from the environment at start.
+
+Runbook names (``HOSTNAME``, ``LOCAL_MODEL_DIRECTORY``, ...) are kept unchanged; the project's own
+settings all start with ``FLEET_``. Every setting has a default that runs the local fleet.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class FleetSettings(BaseSettings):
+    """Base settings of every service. Subclasses add their own fields and set ``port``'s default."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEET_", extra="ignore", populate_by_name=True)
+
+    hostname: str = Field(
+        default_factory=socket.gethostname, validation_alias=AliasChoices("HOSTNAME", "FLEET_HOSTNAME")
+    )
+    host: str = "0.0.0.0"
+    port: int = 8000
+    advertise_url: str | None = None
+    master_url: str = "http://mlmodelmanager:80"
+    state_dir: Path = Path("/app")
+    token_file: Path | None = None
+    log_format: Literal["json", "text", "auto"] = "auto"
+    log_level: str = "INFO"
+    http_timeout_seconds: float = Field(default=5.0, gt=0)
+    register_interval_seconds: float = Field(default=15.0, gt=0)
+
+    @field_validator("master_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    def base_url(self) -> str:
+        """The URL other services use to reach this one (registration payload)."""
+        if self.advertise_url:
+            return self.advertise_url.rstrip("/")
+        return f"http://{self.hostname}:{self.port}"
+
+    def fleet_token(self) -> str | None:
+        """The fleet token, read from ``FLEET_TOKEN_FILE`` (None when unset: auth disabled)."""
+        return read_token_file(self.token_file)
+
+
+class NodeSettings(FleetSettings):
+    """Settings of the two per-node sidecars, which share the model volume."""
+
+    local_model_directory: Path = Field(
+        default=Path("/local_saved_models"),
+        validation_alias=AliasChoices("LOCAL_MODEL_DIRECTORY", "FLEET_LOCAL_MODEL_DIRECTORY"),
+    )
+    sync_interval_seconds: float = Field(default=30.0, gt=0)
+
+
+class BucketSettings(BaseSettings):
+    """Where the models live in GCS and how to authenticate (puller and master)."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEET_", extra="ignore", populate_by_name=True)
+
+    remote_model_directory: str = Field(
+        default="gs://models/models",
+        validation_alias=AliasChoices("REMOTE_MODEL_DIRECTORY", "FLEET_REMOTE_MODEL_DIRECTORY"),
+    )
+    cloudsdk_config: Path | None = Field(
+        default=None, validation_alias=AliasChoices("CLOUDSDK_CONFIG", "FLEET_CLOUDSDK_CONFIG")
+    )
+    google_application_credentials: Path | None = Field(
+        default=None, validation_alias=AliasChoices("GOOGLE_APPLICATION_CREDENTIALS")
+    )
+    storage_emulator_host: str | None = Field(default=None, validation_alias=AliasChoices("STORAGE_EMULATOR_HOST"))
+    gcs_project: str = "modelfleet"
+    gcs_timeout_seconds: float = Field(default=30.0, gt=0)
+    complete_marker: str | None = None
+    quiet_period_seconds: float = Field(default=60.0, ge=0)
+
+    @field_validator("remote_model_directory")
+    @classmethod
+    def _gs_url(cls, value: str) -> str:
+        if not value.startswith("gs://") or len(value) <= len("gs://"):
+            raise ValueError("REMOTE_MODEL_DIRECTORY must look like gs://bucket[/prefix]")
+        return value.rstrip("/")
+
+    @field_validator("complete_marker")
+    @classmethod
+    def _marker(cls, value: str | None) -> str | None:
+        if value is not None and (not value or "/" in value):
+            raise ValueError("FLEET_COMPLETE_MARKER must be a plain object name such as _COMPLETE")
+        return value or None
+
+    @property
+    def bucket_name(self) -> str:
+        return self.remote_model_directory[len("gs://") :].split("/", 1)[0]
+
+    @property
+    def prefix(self) -> str:
+        """Models prefix inside the bucket, with a trailing slash, or '' for the bucket root."""
+        parts = self.remote_model_directory[len("gs://") :].split("/", 1)
+        return parts[1].strip("/") + "/" if len(parts) == 2 and parts[1].strip("/") else ""
+
+    def credentials_file(self) -> Path | None:
+        """Explicit credentials: GOOGLE_APPLICATION_CREDENTIALS, else $CLOUDSDK_CONFIG's ADC file."""
+        if self.google_application_credentials:
+            return self.google_application_credentials
+        if self.cloudsdk_config:
+            candidate = self.cloudsdk_config / "application_default_credentials.json"
+            if candidate.is_file():
+                return candidate
+        return None
+
+
+def read_token_file(path: Path | None) -> str | None:
+    """Read a one-line token file; None when no file is configured."""
+    if path is None:
+        return None
+    token = path.read_text(encoding="utf-8").strip()
+    if not token:
+        raise ValueError(f"token file {path} is empty")
+    return token

@@ -1,0 +1,30 @@
+"""master's settings: the fleet base, the bucket, and master's own FLEET_* knobs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from services.common.settings import BucketSettings, FleetSettings
+
+
+class Settings(FleetSettings, BucketSettings):
+    """Settings of the master service (one replica, port 80)."""
+
+    port: int = 80
+    admin_tokens_file: Path | None = Field(
+        default=None, description="`name:token` lines; the name goes into the audit log (None = admin API open)"
+    )
+    node_stale_seconds: float = Field(default=60.0, gt=0, description="no registration for this long = stale")
+    node_drop_seconds: float = Field(default=3600.0, gt=0, description="no registration for this long = dropped")
+    poll_interval_seconds: float = Field(default=10.0, gt=0, description="how often every sidecar is polled")
+    node_timeout_seconds: float = Field(default=3.0, gt=0, description="per-node deadline of polls and fan-outs")
+    poll_concurrency: int = Field(default=64, ge=1, le=1024, description="sidecars polled/triggered at once")
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="larger request bodies get 413")
+    bucket_cache_seconds: float = Field(default=10.0, ge=0, description="reuse of a bucket listing for reads")
+    audit_read_limit: int = Field(default=500, ge=1, description="most audit entries read per request")
+
+    def registry_path(self) -> Path:
+        """Where the node registry lives (``FLEET_STATE_DIR/registry.json``)."""
+        return self.state_dir / "registry.json"
