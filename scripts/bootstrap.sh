@@ -6,8 +6,5 @@ if ! command -v uv >/dev/null 2>&1 || [[ "$(uv --version 2>/dev/null | awk '{pri
   echo "== installing uv $UV_VERSION"
   python3 -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
 fi
-if ! command -v gcloud >/dev/null 2>&1 && [[ "${MODELFLEET_SKIP_APT:-}" != "1" ]]; then
-  echo "== installing Debian packages (google-cloud-cli is not in Debian; gcloud tests need it preinstalled)"
-fi
 echo "== uv sync (locked: uv.lock)"
 uv sync --frozen --all-extras --quiet

@@ -94,15 +94,12 @@ def validate_model_config_list(config: Any) -> None:
     seen: set[str] = set()
     for entry in config.model_config_list.config:
         if entry.name in seen:
-            raise rpc_error(
-                "INVALID_ARGUMENT", f"Illegal to list model {entry.name} multiple times in config list"
-            )
+            raise rpc_error("INVALID_ARGUMENT", f"Illegal to list model {entry.name} multiple times in config list")
         seen.add(entry.name)
         if not entry.base_path.startswith("/") and "://" not in entry.base_path:
             raise rpc_error(
                 "INVALID_ARGUMENT",
-                f"Expected model {entry.name} to have an absolute path or URI; got "
-                f"base_path()={entry.base_path}",
+                f"Expected model {entry.name} to have an absolute path or URI; got base_path()={entry.base_path}",
             )
 
 

