@@ -5,7 +5,8 @@
 #     -t "$MODELFLEET_REGISTRY/modelfleet-master:$MODELFLEET_VERSION" .
 # Only the runtime dependencies locked in uv.lock are installed: no TensorFlow (the "serving" extra is
 # never exported), no dev tools. Runs as the fixed UID/GID 10001; being non-root it listens on 8080
-# (FLEET_PORT) and the stack publishes 80:8080. `fleetctl` is on PATH (docker exec ... fleetctl status).
+# (FLEET_PORT) and the stack publishes 80:8080. `fleetctl` is on PATH and
+# aimed at this master (FLEETCTL_MASTER): docker exec -e FLEETCTL_TOKEN <container> fleetctl status.
 
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
@@ -41,7 +42,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     FLEET_PORT=8080 \
     FLEET_STATE_DIR=/app \
     FLEET_LOG_FORMAT=json \
-    FLEET_MASTER_URL=http://127.0.0.1:8080
+    FLEETCTL_MASTER=http://127.0.0.1:8080
 WORKDIR /app
 USER 10001:10001
 EXPOSE 8080

@@ -92,9 +92,7 @@ def plan_gc(
 class GarbageCollector:
     """Carries out :func:`plan_gc`'s candidates on the model volume."""
 
-    def __init__(
-        self, local_root: Path, *, low_disk_free_bytes: int, free_bytes: Callable[[Path], int]
-    ) -> None:
+    def __init__(self, local_root: Path, *, low_disk_free_bytes: int, free_bytes: Callable[[Path], int]) -> None:
         self.local_root = local_root
         self.low_disk_free_bytes = low_disk_free_bytes
         self.free_bytes = free_bytes

@@ -42,9 +42,7 @@ class LoadFailure:
 class LoadTracker:
     """When each (model, version) entered the config and which versions tfserving has listed since."""
 
-    def __init__(
-        self, *, load_timeout: float, start_grace: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, *, load_timeout: float, start_grace: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.load_timeout = load_timeout
         self.start_grace = start_grace
         self.clock = clock
@@ -96,7 +94,9 @@ class LoadTracker:
             if status.state in _LOADING_STATES or status.state == VersionState.AVAILABLE:
                 self._active_seen.add((model, status.version))
 
-    def failures(self, model: str, statuses: Sequence[VersionStatus] | None, in_config: Iterable[int]) -> list[LoadFailure]:
+    def failures(
+        self, model: str, statuses: Sequence[VersionStatus] | None, in_config: Iterable[int]
+    ) -> list[LoadFailure]:
         """Versions of ``in_config`` that failed: END with an error, or not AVAILABLE within the timeout."""
         now = self.clock()
         by_version = {s.version: s for s in statuses or ()}

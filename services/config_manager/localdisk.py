@@ -162,7 +162,9 @@ class FailedStore:
         return {
             entry.version: f"{entry.error_code}: {entry.message}"
             for entry in self.document.versions
-            if entry.model == model and entry.version in fingerprints and entry.fingerprint == fingerprints[entry.version]
+            if entry.model == model
+            and entry.version in fingerprints
+            and entry.fingerprint == fingerprints[entry.version]
         }
 
     def record(self, *, model: str, version: int, code: str, message: str, fingerprint: str | None) -> None:

@@ -6,7 +6,7 @@ the config applied now, and the known input signatures. Output: the next entry (
 config), the changes held back and notes for status.
 
 The rules (DESIGN.md, "Rules learned the hard way"):
-- always ``specific`` versions: ``serve`` ∩ on disk − failed;
+- always ``specific`` versions: ``serve`` ∩ on disk minus failed;
 - never empty by accident: what is in the config now stays until every wanted version is AVAILABLE,
   a model absent from desired.json stays as it is, only ``enabled: false`` retires a model;
 - labels in two steps: a label points only at an AVAILABLE version, and moves only once the new

@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 logger = logging.getLogger("services.local_serving")
 
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(message: str, code: int) -> None:
+def _fail(message: str, code: int) -> NoReturn:
     logger.error("%s", message)
     for handler in logging.getLogger().handlers:
         handler.flush()
@@ -146,7 +146,8 @@ def _serve(args: argparse.Namespace, config: Any, metrics_path: str | None) -> N
     except TFServingError as exc:
         _fail(f"Failed to start server. Error: {exc.code}: {exc.detail}", EXIT_START_FAILED)
     try:
-        build_grpc_server(
+        # Keep the reference: a grpc.Server that is garbage collected stops listening.
+        grpc_server = build_grpc_server(
             core,
             metrics,
             port=args.port,
@@ -165,6 +166,7 @@ def _serve(args: argparse.Namespace, config: Any, metrics_path: str | None) -> N
         threading.Event().wait()
     except KeyboardInterrupt:
         pass
+    del grpc_server
     os._exit(0)
 
 

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
@@ -28,6 +29,10 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 AUDIT_WRITE_ATTEMPTS = 3
+# The storage client is blocking and retries connection errors for up to 2 minutes on its own: calls run
+# on a small dedicated pool and are abandoned at the deadline, so a bucket outage costs at most this many
+# stuck threads and every request still answers 503 within the deadline.
+BUCKET_THREADS = 8
 
 
 class ModelInfo(BaseModel):
@@ -85,6 +90,11 @@ class DesiredStore:
         self.marker = settings.complete_marker
         self.cache_seconds = settings.bucket_cache_seconds
         self._scan_cache: tuple[float, BucketScan] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=BUCKET_THREADS, thread_name_prefix="bucket")
+
+    def close(self) -> None:
+        """Stop the bucket threads (calls still stuck in client retries are abandoned, not awaited)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     @property
     def state_object(self) -> str:
@@ -97,7 +107,8 @@ class DesiredStore:
     async def _bucket(self, what: str, fn: Callable[[], T]) -> T:
         """Run a blocking bucket call with an overall deadline (the client's own retries included)."""
         try:
-            return await asyncio.wait_for(asyncio.to_thread(fn), self.deadline)
+            loop = asyncio.get_running_loop()
+            return await asyncio.wait_for(loop.run_in_executor(self._executor, fn), self.deadline)
         except TimeoutError:
             raise BucketError(f"{what}: no answer within {self.deadline:g}s") from None
 
@@ -223,10 +234,10 @@ class DesiredStore:
         missing = sorted(versions - complete)
         if not missing:
             return
-        reasons = {str(v): (scan.incomplete.get(v, "not in the bucket") if scan else "not in the bucket") for v in missing}
-        raise InvalidInput(
-            f"{model}: version(s) {', '.join(map(str, missing))} not complete in the bucket", model=model, versions=reasons
-        )
+        incomplete = scan.incomplete if scan else {}
+        reasons = {str(v): incomplete.get(v, "not in the bucket") for v in missing}
+        listed = ", ".join(map(str, missing))
+        raise InvalidInput(f"{model}: version(s) {listed} not complete in the bucket", model=model, versions=reasons)
 
     async def _append_audit(self, entry: AuditEntry) -> str | None:
         name = self.audit_prefix + entry.object_name()
@@ -248,10 +259,12 @@ class DesiredStore:
 
     async def audit(self, *, limit: int, model: str | None = None) -> list[AuditEntry]:
         """The newest ``limit`` audit entries (of one model if given), newest first."""
-        names = await self._bucket(
-            "list audit log",
-            lambda: sorted(o.name for o in gcs.list_objects(self.client, self.bucket, self.audit_prefix, timeout=self.timeout)),
-        )
+
+        def listing() -> list[str]:
+            objects = gcs.list_objects(self.client, self.bucket, self.audit_prefix, timeout=self.timeout)
+            return sorted(o.name for o in objects)
+
+        names = await self._bucket("list audit log", listing)
         if model is not None:
             names = [n for n in names if audit_model(n[len(self.audit_prefix) :]) == model]
         chosen = list(reversed(names))[:limit]

@@ -168,9 +168,7 @@ class Poller(PeriodicWorker):
         async with pool:
             response = await self.client.get(record.base_url + STATUS_PATH)
         if response.status_code != 200:
-            raise httpx.HTTPStatusError(
-                f"HTTP {response.status_code}", request=response.request, response=response
-            )
+            raise httpx.HTTPStatusError(f"HTTP {response.status_code}", request=response.request, response=response)
         status = SidecarStatus.model_validate_json(response.content)
         if (status.hostname, status.role) != record.key:
             raise ValueError(f"answered as {status.hostname}/{status.role}")

@@ -6,7 +6,7 @@
   listing.
 - Concurrency across objects and across ranges of large objects: the work is a flat queue of
   ``(object, byte range)`` tasks run by ``workers`` threads; ranges are written in place with
-  ``os.pwrite`` into a preallocated file, so memory stays at ``workers × buffer_bytes``.
+  ``os.pwrite`` into a preallocated file, so memory stays at ``workers * buffer_bytes``.
 - CRC32C: each range is hashed while its bytes are in memory; the object's CRC is the ordered combination
   (:mod:`.crc`) compared with the listing's. A mismatch retries the object, then raises IntegrityError.
 - Durability: each file is ``fsync``-ed by the worker that finishes it, directories by the caller
@@ -116,9 +116,7 @@ class Downloader:
         self.bucket = bucket
         self.options = options
         self._headers = headers or dict
-        self._pool = urllib3.PoolManager(
-            num_pools=4, maxsize=max(options.workers, 1), block=False, retries=False
-        )
+        self._pool = urllib3.PoolManager(num_pools=4, maxsize=max(options.workers, 1), block=False, retries=False)
         self.requests = 0  # object reads (ranged GETs), for the listing benchmark and metrics
 
     def close(self) -> None:
@@ -208,9 +206,7 @@ class Downloader:
         expected = state.spec.crc32c
         if expected is None or from_gcs_base64(expected) == from_gcs_base64(actual):
             return
-        logger.warning(
-            "crc32c mismatch: bucket says %s, got %s", expected, actual, extra={"object": state.spec.name}
-        )
+        logger.warning("crc32c mismatch: bucket says %s, got %s", expected, actual, extra={"object": state.spec.name})
         self._refetch(state, expected, actual, progress, cancel)
 
     def _refetch(

@@ -155,3 +155,22 @@ def write_corrupt_model(dir: Path, version: int, kind: CorruptKind = "truncated_
     else:
         shutil.rmtree(target / "variables")
     return target
+
+
+def install_model(dir: Path, version: int, *, corrupt: CorruptKind | None = None, **options: Any) -> Path:
+    """Like write_model (or write_corrupt_model), but appear atomically: build beside, then rename.
+
+    A server polling ``dir`` never sees a half-written version.
+    """
+    Path(dir).mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=dir))
+    try:
+        if corrupt is None:
+            built = write_model(staging, version, **options)
+        else:
+            built = write_corrupt_model(staging, version, corrupt)
+        target = Path(dir) / str(version)
+        os.rename(built, target)
+        return target
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -67,6 +67,10 @@ def translate_rpc_error(exc: grpc.aio.AioRpcError, *, method: str, **extra: Any)
     )
 
 
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
+
+
 def _check_timeout(timeout: float) -> None:
     if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
         raise InvalidInput(f"a TF Serving call needs a positive, finite timeout (got {timeout!r})")
@@ -116,7 +120,7 @@ class TFServingClient:
         if path not in self._methods:
             self._methods[path] = self._channel.unary_unary(
                 path,
-                request_serializer=Message.SerializeToString,
+                request_serializer=_serialize,
                 response_deserializer=_RESPONSES[path].FromString,
             )
         return self._methods[path]

@@ -1,0 +1,91 @@
+"""HTTP API of config_manager: thin routes over the reconciler and its snapshot."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from services.common.errors import Unavailable
+from services.config_manager.reconciler import Reconciler, config_hash
+from services.config_manager.status import build_status, is_ready
+
+router = APIRouter()
+
+
+def get_reconciler(request: Request) -> Reconciler:
+    reconciler: Reconciler = request.app.state.reconciler
+    return reconciler
+
+
+ReconcilerDep = Annotated[Reconciler, Depends(get_reconciler)]
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is alive (never depends on tfserving)."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(reconciler: ReconcilerDep) -> dict[str, Any]:
+    """Ready once tfserving answers and the config has been applied; 503 otherwise."""
+    if not is_ready(reconciler):
+        raise Unavailable("tfserving not reachable or models.config not applied yet", retry_after=3)
+    return {"status": "ready", "config_hash": reconciler.snapshot.config_hash}
+
+
+@router.get("/v1/status")
+async def status(request: Request, reconciler: ReconcilerDep) -> JSONResponse:
+    """Per model: serve/keep, on disk, in config, live states, labels, failed and held versions."""
+    settings = request.app.state.settings
+    payload = build_status(reconciler, hostname=settings.hostname, software_version=request.app.version)
+    return JSONResponse(payload.model_dump(mode="json"))
+
+
+@router.get("/v1/config")
+async def config(reconciler: ReconcilerDep) -> dict[str, Any]:
+    """The models.config text config_manager last wrote, with its hash."""
+    snap = reconciler.snapshot
+    if not snap.config_text and reconciler.config_file.exists():
+        text = reconciler.config_file.read_text(encoding="utf-8")
+        return {"path": str(reconciler.config_file), "text": text, "hash": config_hash(text), "applied": False}
+    return {
+        "path": str(reconciler.config_file),
+        "text": snap.config_text,
+        "hash": snap.config_hash,
+        "applied": snap.config_applied,
+    }
+
+
+def protected_router(token_dependency: Any) -> APIRouter:
+    """``POST /v1/sync`` and ``POST /v1/gc`` behind the fleet token."""
+    protected = APIRouter(dependencies=[Depends(token_dependency)])
+
+    @protected.post("/v1/sync", status_code=202)
+    async def sync(reconciler: ReconcilerDep, model: str | None = None) -> dict[str, Any]:
+        """Start a reconcile pass now; returns at once (status shows progress)."""
+        reconciler.trigger(model)
+        return {"accepted": True, "syncing": reconciler.running}
+
+    @protected.post("/v1/gc", status_code=202)
+    async def gc(reconciler: ReconcilerDep) -> dict[str, Any]:
+        """Start a pass that ends with GC; returns at once with the last GC report."""
+        reconciler.trigger()
+        report = reconciler.snapshot.gc
+        return {
+            "accepted": True,
+            "last_removed": [f"{c.model}/{c.version}" for c in report.removed],
+            "low_disk": report.low_disk,
+            "free_bytes": report.free_bytes,
+        }
+
+    return protected
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics of this app."""
+    return PlainTextResponse(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

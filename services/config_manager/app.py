@@ -1,0 +1,83 @@
+"""The config_manager FastAPI app: a lifespan owning the tfserving client and the workers."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.common.http import require_token
+from services.common.problems import install_problem_handlers
+from services.common.tfs import TFServingClient
+from services.config_manager import SERVICE_NAME
+from services.config_manager.api import protected_router, router
+from services.config_manager.live import LiveView
+from services.config_manager.localdisk import free_bytes
+from services.config_manager.metrics import Metrics
+from services.config_manager.reconciler import Reconciler
+from services.config_manager.settings import Settings
+from services.config_manager.watcher import VolumeWatcher
+
+logger = logging.getLogger(__name__)
+
+SOFTWARE_VERSION = "0.1.0"
+
+
+def create_app(
+    settings: Settings,
+    *,
+    client: TFServingClient | None = None,
+    free_space: Callable[[Path], int] = free_bytes,
+    start_workers: bool = True,
+) -> FastAPI:
+    """Build the app. Tests inject ``free_space`` (a fake disk reading) or a client, or run passes by hand."""
+    metrics = Metrics()
+    tfs_client = client or TFServingClient(settings.tensorflow_serving_grpc_target)
+    live = LiveView(
+        tfs_client, status_timeout=settings.status_timeout_seconds, reload_timeout=settings.reload_timeout_seconds
+    )
+    reconciler = Reconciler(settings, live, metrics, free_space=free_space)
+    watcher = VolumeWatcher(settings.local_model_directory, reconciler, interval=settings.watch_interval_seconds or 1)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            if client is None:
+                stack.push_async_callback(tfs_client.close)
+            reconciler.prepare()
+            if start_workers:
+                reconciler.start()
+                stack.push_async_callback(reconciler.stop)
+                if settings.watch_interval_seconds > 0:
+                    watcher.start()
+                    stack.push_async_callback(watcher.stop)
+                registrar = _registrar(settings)
+                if registrar is not None:
+                    registrar.start()
+                    stack.push_async_callback(registrar.stop)
+            logger.info(
+                "config_manager started",
+                extra={"config_file": str(settings.tensorflow_serving_config_file), "tfserving": tfs_client.target},
+            )
+            yield
+
+    app = FastAPI(title="modelfleet config_manager", version=SOFTWARE_VERSION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.reconciler = reconciler
+    install_problem_handlers(app)
+    app.include_router(router)
+    app.include_router(protected_router(require_token(settings.fleet_token())))
+    return app
+
+
+def _registrar(settings: Settings) -> None:
+    """Registration with master (shared helper pending in services/common/registration.py)."""
+    del settings
+    return None
+
+
+__all__ = ["SERVICE_NAME", "create_app"]

@@ -1,0 +1,328 @@
+"""The reconcile loop: gather → plan → lint → write models.config → reload → wait for AVAILABLE → GC.
+
+One pass runs steps until the config stops changing (a roll takes two: add the new version, then,
+once it is AVAILABLE, drop the old one and move labels). tfserving is asked first: while it cannot
+be reached the pass stops before anything is written or deleted, and the worker backs off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from services.common.atomic import atomic_write_text
+from services.common.contracts.base import utcnow
+from services.common.errors import ConfigLintError, TFServingError
+from services.common.tfs import ModelEntry, VersionState, VersionStatus, lint_config, parse_config, render_config
+from services.common.worker import PeriodicWorker
+from services.config_manager.gc import GarbageCollector, plan_gc
+from services.config_manager.live import LiveView, Statuses, TFServingUnreachable
+from services.config_manager.loads import LoadTracker
+from services.config_manager.localdisk import (
+    DesiredReader,
+    FailedStore,
+    ManifestCache,
+    free_bytes,
+    prepare_volume,
+    scan_models,
+)
+from services.config_manager.metrics import Metrics
+from services.config_manager.planner import ModelObservation, ModelPlan, available_versions, plan_config
+from services.config_manager.settings import Settings
+from services.config_manager.snapshot import Snapshot
+
+logger = logging.getLogger(__name__)
+
+
+def config_hash(text: str) -> str:
+    """Short content hash of a models.config text."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class Reconciler(PeriodicWorker):
+    """Keeps models.config and tfserving in line with desired.json and the model volume."""
+
+    name = "config_manager.reconcile"
+
+    def __init__(
+        self,
+        settings: Settings,
+        live: LiveView,
+        metrics: Metrics,
+        *,
+        free_space: Callable[[Path], int] = free_bytes,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(interval=settings.sync_interval_seconds, max_backoff=min(settings.sync_interval_seconds, 30))
+        self.settings = settings
+        self.root = settings.local_model_directory
+        self.config_file = settings.tensorflow_serving_config_file
+        self.live = live
+        self.metrics = metrics
+        self.desired = DesiredReader(self.root)
+        self.manifests = ManifestCache(self.root)
+        self.failed = FailedStore(self.root)
+        self.tracker = LoadTracker(
+            load_timeout=settings.load_timeout_seconds, start_grace=settings.load_start_grace_seconds, clock=clock
+        )
+        self.gc = GarbageCollector(self.root, low_disk_free_bytes=settings.low_disk_free_bytes, free_bytes=free_space)
+        self.snapshot = Snapshot()
+        self.applied: list[ModelEntry] | None = None
+        self.written_text: str | None = None
+        self._reapply = True  # first contact, and after tfserving was unreachable: apply and verify again
+
+    def prepare(self) -> None:
+        """Create the volume's ``.fleet/`` and a first models.config; read failed.json."""
+        prepare_volume(self.root, self.config_file)
+        self.failed.load()
+        self.gc.empty_trash()
+
+    async def run_once(self, targets: frozenset[str] | None = None) -> None:
+        """One pass (``targets`` is accepted for the worker's API; every pass looks at every model)."""
+        try:
+            for _ in range(self.settings.max_steps_per_pass):
+                if not await self.step():
+                    break
+            if self.settings.gc_enabled:
+                self.collect_garbage()
+        except TFServingUnreachable:
+            self._reapply = True
+            self.snapshot.tfserving_reachable = False
+            self.metrics.tfserving_up.set(0)
+            self.metrics.reconciles.labels("unreachable").inc()
+            raise
+        except Exception:
+            self.metrics.reconciles.labels("error").inc()
+            raise
+        self.metrics.reconciles.labels("ok").inc()
+        self.metrics.good_reconcile()
+
+    async def step(self) -> bool:
+        """Plan and apply once; True when the config changed (another step may follow)."""
+        reading = self.desired.read()
+        targets = dict(reading.document.models) if reading.document else None
+        on_disk = scan_models(self.root)
+        current = self._current_entries()
+        names = set(targets or {}) | {entry.name for entry in current}
+        live = await self.live.statuses(names)
+        force = self._reapply
+        restart = self._detect_restart(current, live)
+        if restart:
+            force = True
+        fingerprints = {m: {v: self.manifests.fingerprint(m, v) for v in on_disk.get(m, ())} for m in names}
+        self._record_failures(current, live, fingerprints)
+        self.failed.prune(on_disk)
+        for entry in current:
+            loaded = available_versions(_states(live.get(entry.name))) & on_disk.get(entry.name, frozenset())
+            await self.live.read_signatures(entry.name, loaded, fingerprints[entry.name])
+        self.live.forget_signatures(on_disk)
+        current_by_name = {entry.name: entry for entry in current}
+        failed = {m: self.failed.failed_versions(m, fingerprints[m]) for m in names}
+        plans = plan_config(
+            ModelObservation(
+                name=m,
+                base_path=str(self.root / m),
+                target=(targets or {}).get(m),
+                on_disk=on_disk.get(m, frozenset()),
+                failed=failed[m],
+                live=_states(live.get(m)),
+                current=current_by_name.get(m),
+                signatures=self.live.cached_signatures(m, fingerprints[m]),
+            )
+            for m in names
+        )
+        entries, problems = self._safe_entries(plans, current_by_name)
+        text = render_config(entries)
+        self._write(text)
+        changed = force or entries != self.applied
+        snap = replace(
+            self.snapshot,
+            targets=targets,
+            desired_error=reading.error,
+            desired_generation=reading.document.generation if reading.document else None,
+            on_disk=on_disk,
+            live=live,
+            plans={p.name: p for p in plans},
+            failed={m: f for m, f in failed.items() if f},
+            problems=problems,
+            config_text=text,
+            config_hash=config_hash(text),
+            tfserving_reachable=True,
+            restart_reason=restart or self.snapshot.restart_reason,
+        )
+        self.snapshot = snap
+        self.metrics.tfserving_up.set(1)
+        if changed:
+            await self._apply(entries, current, live, force=force)
+        self._update_gauges()
+        return changed
+
+    def _current_entries(self) -> list[ModelEntry]:
+        if self.applied is not None:
+            return self.applied
+        try:
+            return parse_config(self.config_file.read_text(encoding="utf-8"))
+        except (OSError, ConfigLintError) as exc:
+            logger.warning("models.config at start is not usable, starting from nothing: %s", exc)
+            return []
+
+    def _detect_restart(self, current: Sequence[ModelEntry], live: Statuses) -> str | None:
+        reason: str | None = None
+        for entry in current:
+            reason = reason or self.tracker.restart_suspected(entry.name, live.get(entry.name))
+        if reason:
+            logger.warning("tfserving restart detected, re-applying models.config: %s", reason)
+            self.metrics.restarts_detected.inc()
+            self.tracker.forget_listings()
+        for name, statuses in live.items():
+            self.tracker.observe(name, statuses)
+        return reason
+
+    def _record_failures(
+        self, current: Sequence[ModelEntry], live: Statuses, fingerprints: dict[str, dict[int, str | None]]
+    ) -> None:
+        for entry in current:
+            for failure in self.tracker.failures(entry.name, live.get(entry.name), entry.versions):
+                fingerprint = fingerprints.get(entry.name, {}).get(failure.version)
+                if self.failed.failed_versions(entry.name, {failure.version: fingerprint}):
+                    continue
+                logger.error(
+                    "version failed to load, dropping it from models.config: %s: %s",
+                    failure.code,
+                    failure.message,
+                    extra={"model": failure.model, "version": failure.version, "code": failure.code},
+                )
+                self.failed.record(
+                    model=failure.model,
+                    version=failure.version,
+                    code=failure.code,
+                    message=failure.message,
+                    fingerprint=fingerprint,
+                )
+                self.metrics.failed_loads.inc()
+
+    def _safe_entries(
+        self, plans: Sequence[ModelPlan], current: dict[str, ModelEntry]
+    ) -> tuple[list[ModelEntry], dict[str, list[str]]]:
+        """Entries that pass lint; a refused entry falls back to the current one if that passes."""
+        entries: list[ModelEntry] = []
+        problems: dict[str, list[str]] = {}
+        for plan in plans:
+            if plan.entry is None:
+                continue
+            for candidate in (plan.entry, current.get(plan.name)):
+                if candidate is None:
+                    continue
+                try:
+                    lint_config([candidate])
+                except ConfigLintError as exc:
+                    problems.setdefault(plan.name, []).append(exc.detail)
+                    logger.error("models.config entry refused: %s", exc.detail, extra={"model": plan.name})
+                    continue
+                entries.append(candidate)
+                break
+        return entries, problems
+
+    def _write(self, text: str) -> None:
+        try:
+            on_file: str | None = self.config_file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            on_file = None
+        if self.written_text is not None and on_file != self.written_text:
+            logger.warning(
+                "models.config was changed by someone else; putting back what config_manager wrote",
+                extra={"path": str(self.config_file)},
+            )
+            self.metrics.hand_edits.inc()
+        if on_file != text:
+            atomic_write_text(self.config_file, text)
+            logger.info("models.config written", extra={"path": str(self.config_file), "hash": config_hash(text)})
+        self.written_text = text
+
+    async def _apply(
+        self, entries: list[ModelEntry], previous: Sequence[ModelEntry], live: Statuses, *, force: bool
+    ) -> None:
+        known = {name for name, statuses in live.items() if statuses is not None}
+        adds = any(entry.name not in known for entry in entries)
+        started = time.monotonic()
+        try:
+            result = await self.live.reload(entries, adds_models=adds)
+        except TFServingUnreachable:
+            raise
+        except TFServingError as exc:
+            self.metrics.reloads.labels("error").inc()
+            self.snapshot.last_reload_result = f"error: {exc.detail}"
+            self.snapshot.last_reload_at = utcnow()
+            raise
+        self.metrics.reloads.labels(result).inc()
+        self.applied = list(entries)
+        self._reapply = False
+        self.tracker.configured(entries)
+        changed = entries if force else [e for e in entries if e not in previous]
+        latest = await self.live.wait_loaded(
+            changed, self.tracker, wait=self.settings.load_wait_seconds, interval=self.settings.poll_interval_seconds
+        )
+        self.snapshot.live.update(latest)
+        elapsed = time.monotonic() - started
+        self.metrics.reload_seconds.observe(elapsed)
+        self.snapshot.reloads += 1
+        self.snapshot.config_applied = True
+        self.snapshot.last_reload_at = utcnow()
+        self.snapshot.last_reload_seconds = round(elapsed, 3)
+        self.snapshot.last_reload_result = result
+        logger.info(
+            "models.config applied (%s) in %.2fs", result, elapsed, extra={"models": len(entries), "result": result}
+        )
+
+    def collect_garbage(self) -> None:
+        """Remove what nobody serves, keeps or has loaded (see :mod:`services.config_manager.gc`)."""
+        snap = self.snapshot
+        reading = self.desired.read()  # fresh: a newer desired.json may keep more
+        if not snap.tfserving_reachable or reading.document is None or reading.error is not None:
+            return
+        served = {entry.name: frozenset(entry.versions) for entry in self.applied or []}
+        candidates = plan_gc(
+            on_disk=scan_models(self.root),
+            targets=reading.document.models,
+            served=served,
+            live={m: _states(statuses) for m, statuses in snap.live.items()},
+            settled={m: plan.settled for m, plan in snap.plans.items()},
+        )
+        min_age = self.settings.gc_min_age_seconds
+        candidates = [c for c in candidates if _age(self.root / c.model / str(c.version)) >= min_age]
+        report = self.gc.run(candidates)
+        for removed in report.removed:
+            self.metrics.gc_removed.labels("low_disk" if removed.low_disk_only else "unused").inc()
+        snap.gc = report
+        snap.free_bytes = report.free_bytes
+        if report.removed:
+            snap.on_disk = scan_models(self.root)
+        self.metrics.free_disk_bytes.set(report.free_bytes or 0)
+        self.metrics.low_disk.set(1 if report.low_disk else 0)
+
+    def _update_gauges(self) -> None:
+        snap = self.snapshot
+        entries = self.applied or []
+        in_config = sum(len(e.versions) for e in entries)
+        available = sum(len(available_versions(_states(snap.live.get(e.name))) & set(e.versions)) for e in entries)
+        self.metrics.versions_in_config.set(in_config)
+        self.metrics.versions_available.set(available)
+        self.metrics.failed_versions.set(sum(len(f) for f in snap.failed.values()))
+        self.metrics.held_changes.set(sum(len(p.held) for p in snap.plans.values()))
+
+
+def _states(statuses: Sequence[VersionStatus] | None) -> dict[int, VersionState] | None:
+    if statuses is None:
+        return None
+    return {s.version: s.state for s in statuses}
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_ctime
+    except OSError:
+        return 0.0

@@ -1,0 +1,127 @@
+"""master's FastAPI app: create_app(settings) + a lifespan owning the clients and the poller."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI, Response
+from google.cloud import storage
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from services.common import gcs
+from services.common.http import make_async_client, require_token
+from services.common.problems import install_problem_handlers
+from services.master.api import ROUTE_ERRORS, SECURED, make_router
+from services.master.auth import load_admin_tokens, require_admin
+from services.master.desired import DesiredStore
+from services.master.fleet import Fleet
+from services.master.limits import BodySizeLimit
+from services.master.metrics import FleetCollector, MasterMetrics
+from services.master.openapi import install_openapi
+from services.master.poller import Poller
+from services.master.registry import Registry, SidecarRecord
+from services.master.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+SOFTWARE_VERSION = "0.1.0"
+
+
+def create_app(
+    settings: Settings,
+    *,
+    gcs_client: storage.Client | None = None,
+    http_transport: httpx.AsyncBaseTransport | None = None,
+    run_poller: bool = True,
+) -> FastAPI:
+    """Build master. ``gcs_client``/``http_transport`` are injectable for tests; ``run_poller=False``
+    leaves polling to explicit calls (``fleet.poller.run_now()``), for deterministic tests."""
+    admin_tokens = load_admin_tokens(settings.admin_tokens_file)
+    fleet_token = settings.fleet_token()
+    registry = Registry(
+        settings.registry_path(), stale_after=settings.node_stale_seconds, drop_after=settings.node_drop_seconds
+    )
+    metrics_registry = CollectorRegistry()
+    metrics = MasterMetrics(metrics_registry)
+
+    def on_poll(record: SidecarRecord, ok: bool, seconds: float) -> None:
+        metrics.polls.labels(result="ok" if ok else "failed").inc()
+        metrics.poll_duration.observe(seconds)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            registry.load()
+            client = make_async_client(
+                timeout=settings.node_timeout_seconds,
+                token=fleet_token,
+                transport=http_transport,
+                max_connections=settings.poll_concurrency * 2,
+            )
+            stack.push_async_callback(client.aclose)
+            bucket_client = gcs_client
+            if bucket_client is None:
+                bucket_client = gcs.make_client(settings)
+                stack.callback(gcs.close_client, bucket_client)
+            poller = Poller(
+                registry,
+                client,
+                interval=settings.poll_interval_seconds,
+                node_timeout=settings.node_timeout_seconds,
+                concurrency=settings.poll_concurrency,
+                on_result=on_poll,
+            )
+            store = DesiredStore(bucket_client, settings)
+            stack.callback(store.close)
+            fleet = Fleet(
+                settings=settings,
+                registry=registry,
+                poller=poller,
+                store=store,
+                client=client,
+                metrics=metrics,
+            )
+            app.state.fleet = fleet
+            collector = FleetCollector(fleet.view)
+            metrics_registry.register(collector)
+            stack.callback(metrics_registry.unregister, collector)
+            stack.push_async_callback(registry.save)
+            if run_poller:
+                poller.start()
+                stack.push_async_callback(poller.stop)
+            logger.info(
+                "master listening",
+                extra={"port": settings.port, "bucket": settings.remote_model_directory},
+            )
+            yield
+
+    app = FastAPI(
+        title="modelfleet master",
+        version=SOFTWARE_VERSION,
+        description="Node registry, cluster view, desired state and audit of a TF Serving fleet.",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.state.authorize_admin = require_admin(admin_tokens)
+    app.state.authorize_fleet = require_token(fleet_token)
+    app.include_router(make_router())
+    started = time.time()
+
+    @app.get("/healthz", tags=["meta"])
+    async def healthz() -> dict[str, object]:
+        """Liveness: master answers (it never depends on nodes or the bucket)."""
+        return {"status": "ok", "uptime_seconds": round(time.time() - started, 1)}
+
+    @app.get("/metrics", tags=["meta"], response_class=Response)
+    async def metrics_endpoint() -> Response:
+        """Prometheus exposition: master's metrics plus per-node gauges from the latest poll."""
+        return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
+
+    install_openapi(app, errors=ROUTE_ERRORS, secured=SECURED)
+    return app

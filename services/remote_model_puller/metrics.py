@@ -1,0 +1,51 @@
+"""Prometheus metrics of the puller, on a per-app registry (several apps share one test process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from services.common.contracts import Alarm
+
+ALARM_KINDS = ("mass-removal", "disk-full", "desired-state-invalid", "bucket-unreachable", "download-failed")
+
+
+class PullerMetrics:
+    """Every metric the puller exports at ``GET /metrics``."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.downloaded_bytes = Counter(
+            "modelfleet_puller_downloaded_bytes", "Bytes of installed versions downloaded", registry=r
+        )
+        self.versions_installed = Counter(
+            "modelfleet_puller_versions_installed", "Versions renamed into place", registry=r
+        )
+        self.sync_seconds = Histogram(
+            "modelfleet_puller_sync_seconds",
+            "Duration of sync passes",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
+            registry=r,
+        )
+        self.errors = Counter("modelfleet_puller_errors", "Errors by kind", ["kind"], registry=r)
+        self.last_success = Gauge(
+            "modelfleet_puller_last_success_timestamp_seconds", "Unix time of the last successful pass", registry=r
+        )
+        self.alarm = Gauge("modelfleet_puller_alarm", "Active alarms by kind (count)", ["kind"], registry=r)
+        self.list_pages = Counter("modelfleet_puller_list_pages", "Bucket listing pages requested", registry=r)
+        self.object_reads = Counter(
+            "modelfleet_puller_object_reads", "Desired-state document reads (downloads excluded)", registry=r
+        )
+        self.downloads_in_flight = Gauge(
+            "modelfleet_puller_downloads_in_flight", "Versions downloading now", registry=r
+        )
+        for kind in ALARM_KINDS:
+            self.alarm.labels(kind=kind).set(0)
+
+    def set_alarms(self, alarms: list[Alarm]) -> None:
+        """Gauge per kind = number of active alarms of that kind (0 when clear)."""
+        counts = dict.fromkeys(ALARM_KINDS, 0)
+        for alarm in alarms:
+            counts[alarm.kind] = counts.get(alarm.kind, 0) + 1
+        for kind, count in counts.items():
+            self.alarm.labels(kind=kind).set(count)

@@ -1,0 +1,356 @@
+"""local_serving driven by the upstream tensorflow-serving-api client, one shared server per module.
+
+The tests run in file order and build on each other's state (the config grows); each says what it
+expects to find. The missing-base_path hang is last because it stalls the server on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.local_serving.conftest import FAST_FLAGS
+from tests.support.savedmodels import install_model, write_model
+from tests.support.serving import (
+    ServingProcess,
+    UpstreamClient,
+    free_port,
+    model_config_text,
+    start_local_serving,
+)
+
+
+@dataclass
+class Server:
+    serving: ServingProcess
+    client: UpstreamClient
+    root: Path
+    models: dict[str, dict[str, object]] = field(default_factory=dict)
+
+    def base(self, name: str) -> Path:
+        return self.root / name
+
+    def config_text(self) -> str:
+        return model_config_text(list(self.models.values()))
+
+    def reload(self, *, timeout: float = 30) -> None:
+        self.client.reload(self.config_text(), timeout=timeout)
+
+    def rest(self, path: str) -> tuple[int, str]:
+        assert self.serving.rest_port is not None
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.serving.rest_port}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def load_failures(self, model: str) -> int:
+        _, text = self.rest("/monitoring/prometheus/metrics")
+        prefix = f':tensorflow:cc:saved_model:load_attempt_count{{model_name="{model}",status="failure"}} '
+        return sum(int(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("serving")
+    write_model(root / "m", 1)
+    write_model(root / "m", 2)
+    write_model(root / "solo", 3)
+    write_model(root / "solo", 4)
+    models: dict[str, dict[str, object]] = {
+        "m": {"name": "m", "base_path": root / "m", "policy": "all", "labels": {"stable": 1}},
+        "solo": {"name": "solo", "base_path": root / "solo"},
+    }
+    config = root / "models.config"
+    config.write_text(model_config_text(list(models.values())))
+    monitoring = root / "monitoring.config"
+    monitoring.write_text("prometheus_config { enable: true }\n")
+    serving = start_local_serving(
+        config,
+        extra_args=[
+            *FAST_FLAGS,
+            "--allow_version_labels_for_unavailable_models=true",
+            "--enable_grpc_healthcheck_service=true",
+            f"--rest_api_port={free_port()}",
+            f"--monitoring_config_file={monitoring}",
+        ],
+    )
+    client = UpstreamClient(serving.target)
+    try:
+        # The port opens once each model has one version AVAILABLE; "all" loads the rest just after.
+        client.wait_for_state("m", 1, "AVAILABLE")
+        yield Server(serving, client, root, models)
+    finally:
+        client.close()
+        serving.stop()
+
+
+def rpc_error(call: object) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()  # type: ignore[operator]
+    return caught.value
+
+
+def test_predict_answers_from_the_version_asked_for(server: Server) -> None:
+    client = server.client
+    assert client.predict("m", x=3.0) == (2, 6.0)  # latest = highest AVAILABLE
+    assert client.predict("m", version=1, x=3.0) == (1, 3.0)
+    assert client.predict("m", label="stable", x=3.0) == (1, 3.0)
+    assert client.predict("m", version=2, signature_name="serving_default") == (2, 2.0)
+    # latest(1) is the default policy: only the newest version of "solo" is loaded.
+    assert client.predict("solo") == (4, 4.0)
+    assert [(v, s) for v, s, _, _ in client.status("solo")] == [(4, "AVAILABLE")]
+
+
+def test_predict_errors_are_tf_servings(server: Server) -> None:
+    client = server.client
+    err = rpc_error(lambda: client.predict("m", label="nope"))
+    assert (err.code(), err.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Unrecognized servable version label: nope",
+    )
+    err = rpc_error(lambda: client.predict("m", version=9))
+    assert (err.code(), err.details()) == (grpc.StatusCode.NOT_FOUND, "Servable not found for request: Specific(m, 9)")
+    err = rpc_error(lambda: client.predict("ghost"))
+    assert (err.code(), err.details()) == (grpc.StatusCode.NOT_FOUND, "Servable not found for request: Latest(ghost)")
+    err = rpc_error(lambda: client.predict("m", signature_name="other"))
+    assert (err.code(), err.details()) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        'Serving signature key "other" not found.',
+    )
+    err = rpc_error(lambda: client.predict("m", input_name="features"))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_get_model_status_lists_every_version_highest_first(server: Server) -> None:
+    client = server.client
+    assert client.status("m") == [(2, "AVAILABLE", 0, ""), (1, "AVAILABLE", 0, "")]
+    assert client.status("m", version=1) == [(1, "AVAILABLE", 0, "")]
+    # version_label is ignored by GetModelStatus: all versions come back.
+    from tensorflow_serving.apis import get_model_status_pb2
+
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = "m"
+    request.model_spec.version_label = "stable"
+    response = client.model_service.GetModelStatus(request, timeout=5)
+    assert [s.version for s in response.model_version_status] == [2, 1]
+    err = rpc_error(lambda: client.status("ghost"))
+    assert (err.code(), err.details()) == (grpc.StatusCode.NOT_FOUND, "Could not find any versions of model ghost")
+    err = rpc_error(lambda: client.status("m", version=7))
+    assert (err.code(), err.details()) == (grpc.StatusCode.NOT_FOUND, "Could not find version 7 of model m")
+
+
+def test_metadata_is_a_signature_def_map_like_tf_serving(server: Server) -> None:
+    from tensorflow_serving.apis import get_model_metadata_pb2
+
+    request = get_model_metadata_pb2.GetModelMetadataRequest()
+    request.model_spec.name = "m"
+    request.model_spec.version_label = "stable"
+    request.metadata_field.append("signature_def")
+    response = server.client.prediction_service.GetModelMetadata(request, timeout=5)
+    assert response.model_spec.version.value == 1
+    packed = response.metadata["signature_def"]
+    assert packed.type_url == "type.googleapis.com/tensorflow.serving.SignatureDefMap"
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    assert packed.Unpack(signatures)
+    serving_default = signatures.signature_def["serving_default"]
+    assert list(serving_default.inputs) == ["x"]
+    assert [d.size for d in serving_default.inputs["x"].tensor_shape.dim] == [-1, 1]
+    assert list(serving_default.outputs) == ["y"]
+    request.ClearField("metadata_field")
+    err = rpc_error(lambda: server.client.prediction_service.GetModelMetadata(request, timeout=5))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_grpc_health_service_when_enabled(server: Server) -> None:
+    from services.local_serving._protos import HealthCheckRequest, HealthCheckResponse
+
+    check = server.client.channel.unary_unary(
+        "/grpc.health.v1.Health/Check",
+        request_serializer=HealthCheckRequest.SerializeToString,
+        response_deserializer=HealthCheckResponse.FromString,
+    )
+    for service in ("", "ModelService", "PredictionService"):
+        assert check(HealthCheckRequest(service=service), timeout=5).status == 1  # SERVING
+    err = rpc_error(lambda: check(HealthCheckRequest(service="Nope"), timeout=5))
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_rest_status_and_prometheus_metrics(server: Server) -> None:
+    status, body = server.rest("/v1/models/m/versions/1")
+    assert status == 200
+    assert json.loads(body) == {
+        "model_version_status": [
+            {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+        ]
+    }
+    status, body = server.rest("/v1/models/m/labels/stable")
+    assert status == 200 and [s["version"] for s in json.loads(body)["model_version_status"]] == ["2", "1"]
+    status, body = server.rest("/v1/models/ghost")
+    assert status == 404 and json.loads(body) == {"error": "Could not find any versions of model ghost"}
+    assert server.rest("/v1/models")[0] == 400
+    status, metrics = server.rest("/monitoring/prometheus/metrics")
+    assert status == 200
+    assert ':tensorflow:serving:request_count{api="Predict",model_name="m",status="OK"}' in metrics
+
+
+def test_reload_validation_rejects_bad_lists(server: Server) -> None:
+    good = server.config_text()
+    duplicated = good.replace(
+        "model_config_list {",
+        'model_config_list {\n config { name: "m" base_path: "/x" model_platform: "tensorflow" }',
+        1,
+    )
+    err = rpc_error(lambda: server.client.reload(duplicated))
+    assert (err.code(), err.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Illegal to list model m multiple times in config list",
+    )
+    relative = model_config_text([{"name": "rel", "base_path": "relative/dir"}])
+    err = rpc_error(lambda: server.client.reload(relative))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "absolute path" in err.details()
+    # Nothing was applied: both models still serve.
+    assert server.client.predict("m")[0] == 2 and server.client.predict("solo")[0] == 4
+
+
+def test_labels_must_name_available_versions_unless_new(server: Server) -> None:
+    server.models["m"]["labels"] = {"stable": 2}
+    server.reload()
+    assert server.client.predict("m", label="stable") == (2, 2.0)
+    # --allow_version_labels_for_unavailable_models: a NEW label may name an unavailable version...
+    server.models["m"]["labels"] = {"stable": 2, "canary": 7}
+    server.reload()
+    err = rpc_error(lambda: server.client.predict("m", label="canary"))
+    assert (err.code(), err.details()) == (grpc.StatusCode.NOT_FOUND, "Servable not found for request: Specific(m, 7)")
+    # ...but moving an existing label onto an unavailable version fails.
+    server.models["m"]["labels"] = {"stable": 8, "canary": 7}
+    err = rpc_error(server.reload)
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert err.details() == (
+        "Request to assign label to version 8 of model m, which is not currently available for inference"
+    )
+    assert server.client.predict("m", label="stable") == (2, 2.0)  # the label map did not change
+    server.models["m"]["labels"] = {"stable": 1}
+    server.reload()
+    assert server.client.predict("m", label="stable") == (1, 1.0)
+
+
+def test_version_switch_under_predict_load_fails_no_request(server: Server) -> None:
+    base = server.base("switch")
+    install_model(base, 1)
+    server.models["switch"] = {"name": "switch", "base_path": base}
+    server.reload()  # a new name: returns only once a version is AVAILABLE
+    assert server.client.predict("switch") == (1, 1.0)
+
+    failures: list[str] = []
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        client = UpstreamClient(server.serving.target)
+        try:
+            while not stop.is_set():
+                try:
+                    version, y = client.predict("switch", x=2.0, timeout=0.6)
+                    assert y == 2.0 * version
+                    seen.append(version)
+                except (grpc.RpcError, AssertionError) as exc:
+                    failures.append(repr(exc))
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=hammer) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.5)
+        install_model(base, 2)
+        server.client.wait_for_state("switch", 1, "END")
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    assert failures == []
+    assert {1, 2} <= set(seen) and seen[-1] == 2
+    assert len(seen) > 50
+    assert [(v, s) for v, s, _, _ in server.client.status("switch")] == [(2, "AVAILABLE"), (1, "END")]
+
+
+def test_corrupt_version_leaves_previous_serving_and_is_not_retried(server: Server) -> None:
+    base = server.base("c")
+    install_model(base, 1)
+    server.models["c"] = {"name": "c", "base_path": base}
+    server.reload()
+    install_model(base, 2, corrupt="truncated_pb")
+    version, state, code, message = server.client.wait_for_state("c", 2, "END")
+    assert code == grpc.StatusCode.DATA_LOSS.value[0] and "Can't parse" in message
+    assert server.client.status("c")[1][:2] == (1, "AVAILABLE")
+    assert server.client.predict("c") == (1, 1.0)
+    failures = server.load_failures("c")
+    assert failures == 1  # --max_num_load_retries=0: one attempt
+    time.sleep(2.5)  # two more filesystem polls: the failed version is still on disk, not retried
+    assert server.load_failures("c") == 1
+    assert server.client.status("c")[0] == (version, state, code, message)
+    # Removing the directory and installing good bytes under the same number loads it again.
+    shutil.rmtree(base / "2")
+    time.sleep(1.5)
+    install_model(base, 2)
+    server.client.wait_for_state("c", 2, "AVAILABLE")
+    server.client.wait_for_state("c", 1, "END")
+    assert server.client.predict("c") == (2, 2.0)
+
+
+def test_reload_drops_models_but_their_versions_stay_listed_as_end(server: Server) -> None:
+    del server.models["c"]
+    started = time.monotonic()
+    server.reload()  # dropped names unload in the background; no wait
+    assert time.monotonic() - started < 2
+    server.client.wait_for_state("c", 2, "END")
+    assert [(v, s) for v, s, _, _ in server.client.status("c")] == [(2, "END"), (1, "END")]
+    err = rpc_error(lambda: server.client.predict("c"))
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_version_dirs_with_leading_zeros_are_found_by_polling(server: Server) -> None:
+    base = server.base("m")
+    install_model(base, 3)
+    os.rename(base / "3", base / "0003")
+    (base / "4.tmp").mkdir()
+    server.client.wait_for_state("m", 3, "AVAILABLE")
+    assert server.client.predict("m") == (3, 3.0)
+    assert 4 not in [v for v, *_ in server.client.status("m")]
+
+
+def test_reload_adding_a_missing_base_path_hangs_like_tf_serving(server: Server) -> None:
+    ghost = server.base("ghost")
+    server.models["ghost"] = {"name": "ghost", "base_path": ghost}
+    err = rpc_error(lambda: server.reload(timeout=2))
+    assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # One mutex serialises reloads: even a reload of the old list now waits behind the stuck one.
+    ghost_entry = server.models.pop("ghost")
+    err = rpc_error(lambda: server.reload(timeout=1.5))
+    assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # The missing path drops every filesystem poll: a new version of another model is not discovered.
+    install_model(server.base("m"), 5)
+    time.sleep(2.5)
+    assert 5 not in [v for v, *_ in server.client.status("m")]
+    assert server.client.predict("m")[0] == 3  # serving itself is unaffected
+    # Once the directory appears, the stuck reload finishes and polling resumes for everyone.
+    install_model(ghost, 1)
+    server.client.wait_for_state("ghost", 1, "AVAILABLE")
+    server.client.wait_for_state("m", 5, "AVAILABLE")
+    server.models["ghost"] = ghost_entry
+    server.reload(timeout=10)
+    assert server.client.predict("ghost") == (1, 1.0)

@@ -1,0 +1,73 @@
+"""A real HTTP proxy in front of fake-gcs-server that can misbehave on media reads of chosen objects:
+flip a byte (a corrupted object: crc32c mismatch) or run a hook first (replace the object mid-download)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
+
+import urllib3
+
+
+@dataclass
+class Misbehaviour:
+    corrupt: set[str] = field(default_factory=set)  # object names whose media reads get a flipped byte
+    before_read: dict[str, Callable[[], None]] = field(default_factory=dict)  # run once, then forward
+    media_reads: dict[str, int] = field(default_factory=dict)
+
+
+@contextmanager
+def gcs_proxy(upstream: str) -> Iterator[tuple[str, Misbehaviour]]:
+    rules = Misbehaviour()
+    http = urllib3.PoolManager(maxsize=16)
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def _forward(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+            name = _media_object(self.path)
+            if name is not None:
+                with lock:
+                    rules.media_reads[name] = rules.media_reads.get(name, 0) + 1
+                    hook = rules.before_read.pop(name, None)
+                if hook is not None:
+                    hook()
+            response = http.request(self.command, upstream + self.path, body=body, headers=headers, redirect=False)
+            data = response.data
+            if name in rules.corrupt and data and response.status in (200, 206):
+                data = bytes([data[0] ^ 0xFF]) + data[1:]
+            self.send_response(response.status)
+            for key, value in response.headers.items():
+                if key.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _forward
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", rules
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _media_object(path: str) -> str | None:
+    if "alt=media" not in path or "/o/" not in path:
+        return None
+    return unquote(path.split("/o/", 1)[1].split("?", 1)[0])
