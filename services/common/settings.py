@@ -90,9 +90,10 @@ class BucketSettings(BaseSettings):
     @field_validator("complete_marker")
     @classmethod
     def _marker(cls, value: str | None) -> str | None:
-        if value is not None and (not value or "/" in value):
+        value = (value or "").strip()
+        if "/" in value:
             raise ValueError("FLEET_COMPLETE_MARKER must be a plain object name such as _COMPLETE")
-        return value or None
+        return value or None  # empty = no marker (lets a stack file pass ${VAR:-})
 
     @property
     def bucket_name(self) -> str:

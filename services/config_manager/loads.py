@@ -42,11 +42,20 @@ class LoadFailure:
 class LoadTracker:
     """When each (model, version) entered the config and which versions tfserving has listed since."""
 
-    def __init__(self, *, load_timeout: float, start_grace: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        load_timeout: float,
+        start_grace: float,
+        readd_delay: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.load_timeout = load_timeout
         self.start_grace = start_grace
+        self.readd_delay = readd_delay
         self.clock = clock
         self.added_at: dict[tuple[str, int], float] = {}
+        self.removed_at: dict[tuple[str, int], float] = {}
         self._active_seen: set[tuple[str, int]] = set()
         self._listed: dict[str, set[int]] = {}
 
@@ -57,9 +66,27 @@ class LoadTracker:
         for key in keys - self.added_at.keys():
             self.added_at[key] = now
             self._active_seen.discard(key)
+            self.removed_at.pop(key, None)
         for key in self.added_at.keys() - keys:
             del self.added_at[key]
             self._active_seen.discard(key)
+            self.removed_at[key] = now
+        for key in [k for k, t in self.removed_at.items() if now - t >= self.readd_delay]:
+            del self.removed_at[key]
+
+    def cooling(self, model: str) -> frozenset[int]:
+        """Versions of ``model`` that left the config too recently to be added back.
+
+        tfserving applies a policy change at its next file-system poll; a version removed and added
+        back before that poll is never unloaded, so a failed one would not be tried again.
+        """
+        now = self.clock()
+        return frozenset(v for (m, v), t in self.removed_at.items() if m == model and now - t < self.readd_delay)
+
+    def cooling_left(self) -> float:
+        """Seconds until the last cooling version may be added back (0 when none)."""
+        now = self.clock()
+        return max((self.readd_delay - (now - t) for t in self.removed_at.values()), default=0.0)
 
     def forget_listings(self) -> None:
         """After a restart: what the old process listed says nothing about the new one."""

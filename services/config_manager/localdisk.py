@@ -187,9 +187,16 @@ class FailedStore:
         )
         atomic_write_json(self.path, self.document)
 
-    def prune(self, on_disk: dict[str, frozenset[int]]) -> None:
-        """Forget failures of versions no longer on disk (their bytes are gone)."""
-        kept = [e for e in self.document.versions if e.version in on_disk.get(e.model, frozenset())]
+    def prune(self, on_disk: dict[str, frozenset[int]], fingerprints: dict[str, dict[int, str | None]]) -> None:
+        """Forget failures whose bytes are gone: the version left the disk or was replaced."""
+
+        def current(entry: FailedVersion) -> bool:
+            if entry.version not in on_disk.get(entry.model, frozenset()):
+                return False
+            known = fingerprints.get(entry.model)
+            return known is None or entry.version not in known or known[entry.version] == entry.fingerprint
+
+        kept = [e for e in self.document.versions if current(e)]
         if len(kept) != len(self.document.versions):
             self.document.versions = kept
             atomic_write_json(self.path, self.document)

@@ -37,6 +37,7 @@ class ModelObservation:
     live: Mapping[int, VersionState] | None = None
     current: ModelEntry | None = None
     signatures: Mapping[int, InputSignature] = field(default_factory=dict)
+    cooling: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class ModelPlan:
     held: tuple[HeldChange, ...] = ()
     notes: tuple[str, ...] = ()
     settled: bool = True
+    waits_for_readd: bool = False
 
     @property
     def versions(self) -> frozenset[int]:
@@ -108,15 +110,20 @@ def _plan_target(
     notes: list[str] = []
     held: list[HeldChange] = []
     want: set[int] = set()
+    cooling = False
     for version in target.serve:
         if version in obs.failed:
             notes.append(f"version {version} failed to load: {obs.failed[version]}")
         elif version not in obs.on_disk:
             notes.append(f"version {version} is not on disk yet")
+        elif version in obs.cooling and version not in usable_current:
+            notes.append(f"version {version} left the config a moment ago; added back after tfserving's next poll")
+            cooling = True
         else:
             want.add(version)
     old = usable_current - want
-    reference = max(old) if old else None
+    # Compare with what callers use now: the newest old version that serves (else the newest old one).
+    reference = max(old & available or old) if old else None
     accepted: set[int] = set()
     unchecked = False
     for version in sorted(want):
@@ -132,6 +139,9 @@ def _plan_target(
     pending = accepted - available
     ready = bool(accepted) and not pending and not unchecked
     versions = set(accepted) if ready else accepted | old
+    if not old & available:
+        # Nothing old serves: a held version that serves now stays (never empty by accident).
+        versions |= {h.version for h in held} & usable_current & available
     if pending:
         notes.append("waiting for AVAILABLE: " + ", ".join(str(v) for v in sorted(pending)))
     if not accepted and old:
@@ -139,7 +149,14 @@ def _plan_target(
     labels = _plan_labels(obs, target, versions, available, current_labels, held, notes)
     entry = _entry(obs, versions, labels)
     settled = ready and versions == accepted and labels == {k: v for k, v in target.labels.items() if v in accepted}
-    return ModelPlan(obs.name, entry, held=tuple(held), notes=tuple(notes), settled=settled and not held)
+    return ModelPlan(
+        obs.name,
+        entry,
+        held=tuple(held),
+        notes=tuple(notes),
+        settled=settled and not held and not cooling,
+        waits_for_readd=cooling,
+    )
 
 
 def _compare(

@@ -7,6 +7,7 @@ be reached the pass stops before anything is written or deleted, and the worker 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -67,7 +68,10 @@ class Reconciler(PeriodicWorker):
         self.manifests = ManifestCache(self.root)
         self.failed = FailedStore(self.root)
         self.tracker = LoadTracker(
-            load_timeout=settings.load_timeout_seconds, start_grace=settings.load_start_grace_seconds, clock=clock
+            load_timeout=settings.load_timeout_seconds,
+            start_grace=settings.load_start_grace_seconds,
+            readd_delay=settings.readd_delay_seconds,
+            clock=clock,
         )
         self.gc = GarbageCollector(self.root, low_disk_free_bytes=settings.low_disk_free_bytes, free_bytes=free_space)
         self.snapshot = Snapshot()
@@ -84,9 +88,12 @@ class Reconciler(PeriodicWorker):
     async def run_once(self, targets: frozenset[str] | None = None) -> None:
         """One pass (``targets`` is accepted for the worker's API; every pass looks at every model)."""
         try:
-            for _ in range(self.settings.max_steps_per_pass):
-                if not await self.step():
-                    break
+            await self._steps()
+            cooling = self.tracker.cooling_left()
+            if cooling > 0 and any(p.waits_for_readd for p in self.snapshot.plans.values()):
+                # A failed version whose bytes changed waits for tfserving's file-system poll.
+                await asyncio.sleep(cooling)
+                await self._steps()
             if self.settings.gc_enabled:
                 self.collect_garbage()
         except TFServingUnreachable:
@@ -100,6 +107,11 @@ class Reconciler(PeriodicWorker):
             raise
         self.metrics.reconciles.labels("ok").inc()
         self.metrics.good_reconcile()
+
+    async def _steps(self) -> None:
+        for _ in range(self.settings.max_steps_per_pass):
+            if not await self.step():
+                break
 
     async def step(self) -> bool:
         """Plan and apply once; True when the config changed (another step may follow)."""
@@ -115,7 +127,7 @@ class Reconciler(PeriodicWorker):
             force = True
         fingerprints = {m: {v: self.manifests.fingerprint(m, v) for v in on_disk.get(m, ())} for m in names}
         self._record_failures(current, live, fingerprints)
-        self.failed.prune(on_disk)
+        self.failed.prune(on_disk, fingerprints)
         for entry in current:
             loaded = available_versions(_states(live.get(entry.name))) & on_disk.get(entry.name, frozenset())
             await self.live.read_signatures(entry.name, loaded, fingerprints[entry.name])
@@ -132,6 +144,7 @@ class Reconciler(PeriodicWorker):
                 live=_states(live.get(m)),
                 current=current_by_name.get(m),
                 signatures=self.live.cached_signatures(m, fingerprints[m]),
+                cooling=self.tracker.cooling(m),
             )
             for m in names
         )

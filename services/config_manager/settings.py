@@ -31,6 +31,9 @@ class Settings(NodeSettings):
     load_timeout_seconds: float = Field(default=420.0, gt=0)
     # A version re-added to the config may still show its old END error this long.
     load_start_grace_seconds: float = Field(default=10.0, ge=0)
+    # A version dropped from models.config is added back only after this long: tfserving must have
+    # polled the file system without it (keep above its --file_system_poll_wait_seconds).
+    readd_delay_seconds: float = Field(default=3.0, ge=0)
     # How often desired.json and the model directories are checked for changes (0 disables).
     watch_interval_seconds: float = Field(default=1.0, ge=0)
     # Reconcile steps in one pass (a roll needs two: add the new version, then drop the old one).

@@ -10,9 +10,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 
 from services.common.contracts import AuditEntry, ModelPolicy, Registration, validate_model_name
-from services.common.errors import PreconditionFailed
+from services.common.errors import InvalidInput, NotFound, PreconditionFailed
 from services.master.cluster import ClusterView, NodeView
 from services.master.desired import ChangeResult, ModelInfo
 from services.master.fanout import OperationResult
@@ -23,7 +25,7 @@ Hostname = Annotated[str, Path(min_length=1, max_length=253, pattern=r"^[A-Za-z0
 
 # "METHOD path" → error statuses documented (problem+json); mirrored in the OpenAPI document.
 ROUTE_ERRORS: dict[str, list[str]] = {
-    "POST /v1/nodes/register": ["401", "403", "413", "422"],
+    "POST /v1/nodes/register": ["400", "401", "403", "413", "422"],
     "GET /v1/nodes/{hostname}": ["404", "422"],
     "POST /v1/nodes/{hostname}/sync": ["401", "403", "404", "422", "502", "503"],
     "POST /v1/nodes/{hostname}/gc": ["401", "403", "404", "422", "502", "503"],
@@ -32,8 +34,8 @@ ROUTE_ERRORS: dict[str, list[str]] = {
     "POST /v1/cluster/gc": ["401", "403"],
     "GET /v1/models": ["503"],
     "GET /v1/models/{model}": ["404", "422", "503"],
-    "PUT /v1/models/{model}": ["401", "403", "404", "412", "413", "422", "503"],
-    "PUT /v1/models/{model}/labels/{label}": ["401", "403", "404", "412", "413", "422", "503"],
+    "PUT /v1/models/{model}": ["400", "401", "403", "404", "412", "413", "422", "503"],
+    "PUT /v1/models/{model}/labels/{label}": ["400", "401", "403", "404", "412", "413", "422", "503"],
     "DELETE /v1/models/{model}/labels/{label}": ["401", "403", "404", "412", "422", "503"],
     "POST /v1/models/{model}/rollback": ["401", "403", "404", "409", "412", "422", "503"],
     "GET /v1/audit": ["401", "403", "422", "503"],
@@ -168,7 +170,7 @@ def make_router() -> APIRouter:  # noqa: C901 - one route each
         response.headers["ETag"] = etag(generation)
         return ModelList(generation=generation, models=models)
 
-    @router.put("/models/{model:path}/labels/{label}", tags=["models"])
+    @router.put("/models/{model}/labels/{label}", tags=["models"])
     async def put_label(
         model: ModelName,
         label: str,
@@ -185,7 +187,7 @@ def make_router() -> APIRouter:  # noqa: C901 - one route each
         response.headers["ETag"] = etag(result.generation)
         return result
 
-    @router.delete("/models/{model:path}/labels/{label}", tags=["models"])
+    @router.delete("/models/{model}/labels/{label}", tags=["models"])
     async def delete_label(
         model: ModelName, label: str, fleet: FleetDep, actor: Actor, response: Response, if_match: IfMatch = None
     ) -> ChangeResult:
@@ -194,7 +196,7 @@ def make_router() -> APIRouter:  # noqa: C901 - one route each
         response.headers["ETag"] = etag(result.generation)
         return result
 
-    @router.post("/models/{model:path}/rollback", tags=["models"])
+    @router.post("/models/{model}/rollback", tags=["models"])
     async def rollback_model(
         model: ModelName, fleet: FleetDep, actor: Actor, response: Response, if_match: IfMatch = None
     ) -> ChangeResult:
@@ -203,15 +205,15 @@ def make_router() -> APIRouter:  # noqa: C901 - one route each
         response.headers["ETag"] = etag(result.generation)
         return result
 
-    # Generic model routes last: {model:path} lets traversal attempts reach validation (422).
-    @router.get("/models/{model:path}", tags=["models"])
+    # Generic model routes last: {model} lets traversal attempts reach validation (422).
+    @router.get("/models/{model}", tags=["models"])
     async def get_model(model: ModelName, fleet: FleetDep, response: Response) -> ModelInfo:
         """One model; the ETag is the desired-state generation to send back as If-Match."""
         info, generation = await fleet.store.get_model(model)
         response.headers["ETag"] = etag(generation)
         return info
 
-    @router.put("/models/{model:path}", tags=["models"])
+    @router.put("/models/{model}", tags=["models"])
     async def put_model(
         model: ModelName, body: ModelPolicy, fleet: FleetDep, actor: Actor, response: Response, if_match: IfMatch = None
     ) -> ChangeResult:
@@ -233,4 +235,31 @@ def make_router() -> APIRouter:  # noqa: C901 - one route each
         entries = await fleet.store.audit(limit=min(limit, fleet.settings.audit_read_limit), model=model)
         return AuditList(entries=entries)
 
+    @router.api_route("/models/{rest:path}", methods=FALLBACK_METHODS, include_in_schema=False, name=FALLBACK)
+    async def models_fallback(rest: str, request: Request) -> None:
+        """Paths under /v1/models that no route takes: traversal and odd names → 422, else 405/404."""
+        allowed = allowed_methods(request)
+        if allowed:
+            raise StarletteHTTPException(405, headers={"Allow": ", ".join(sorted(allowed))})
+        validate_model_name(rest.split("/", 1)[0])
+        if any(part in ("", ".", "..") for part in rest.split("/")):
+            raise InvalidInput(f"invalid path below /v1/models: {rest!r}")
+        raise NotFound(f"no resource at /v1/models/{rest}")
+
     return router
+
+
+FALLBACK = "models-fallback"
+FALLBACK_METHODS = ["GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"]
+
+
+def allowed_methods(request: Request) -> set[str]:
+    """Methods of the real routes matching this path (the fallback route excluded)."""
+    allowed: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, BaseRoute) and getattr(route, "name", None) != FALLBACK:
+            match, _ = route.matches({**request.scope, "method": "GET"})
+            methods = getattr(route, "methods", None) or set()
+            if match != Match.NONE and methods:
+                allowed |= set(methods)
+    return allowed

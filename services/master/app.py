@@ -9,14 +9,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from google.cloud import storage
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from services.common import gcs
 from services.common.http import make_async_client, require_token
-from services.common.problems import install_problem_handlers
-from services.master.api import ROUTE_ERRORS, SECURED, make_router
+from services.common.problems import install_problem_handlers, problem_response
+from services.master.api import ROUTE_ERRORS, SECURED, allowed_methods, make_router
 from services.master.auth import load_admin_tokens, require_admin
 from services.master.desired import DesiredStore
 from services.master.fleet import Fleet
@@ -124,4 +124,17 @@ def create_app(
         return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
     install_openapi(app, errors=ROUTE_ERRORS, secured=SECURED)
+    app.add_exception_handler(405, method_not_allowed)
     return app
+
+
+async def method_not_allowed(request: Request, exc: Exception) -> Response:
+    """405 whose Allow header lists every method of the path (Starlette names only the first route's)."""
+    allow = ", ".join(sorted(allowed_methods(request)))
+    return problem_response(
+        status=405,
+        slug="http-405",
+        title="Method Not Allowed",
+        detail=f"{request.method} is not allowed here (allowed: {allow})",
+        headers={"Allow": allow},
+    )

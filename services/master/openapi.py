@@ -25,6 +25,7 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 ERROR_TEXT = {
+    "400": "Malformed request body (not JSON)",
     "401": "No bearer token",
     "403": "Token not accepted",
     "404": "Not found",

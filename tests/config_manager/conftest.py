@@ -70,7 +70,9 @@ class Node:
     def reconciler(self, **overrides: object) -> Reconciler:
         settings = self.settings(**overrides)
         client = TFServingClient(self.target)
-        live = LiveView(client, status_timeout=settings.status_timeout_seconds, reload_timeout=settings.reload_timeout_seconds)
+        live = LiveView(
+            client, status_timeout=settings.status_timeout_seconds, reload_timeout=settings.reload_timeout_seconds
+        )
         reconciler = Reconciler(settings, live, Metrics(), free_space=lambda p: self.free_space(p))
         reconciler.prepare()
         self.reconcilers.append(reconciler)
@@ -173,6 +175,11 @@ async def predict_loop(node: Node, model: str, *, label: str | None = None) -> A
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No runbook variables from the outer environment leak into Settings."""
-    for name in ("TENSORFLOW_SERVING_CONFIG_FILE", "TENSORFLOW_SERVING_GRPC_TARGET", "LOCAL_MODEL_DIRECTORY", "HOSTNAME"):
+    for name in (
+        "TENSORFLOW_SERVING_CONFIG_FILE",
+        "TENSORFLOW_SERVING_GRPC_TARGET",
+        "LOCAL_MODEL_DIRECTORY",
+        "HOSTNAME",
+    ):
         monkeypatch.delenv(name, raising=False)
     yield

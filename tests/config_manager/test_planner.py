@@ -41,7 +41,9 @@ def obs(
     )
 
 
-def t(serve: list[int], keep: list[int] | None = None, labels: dict[str, int] | None = None, **kw: bool) -> LocalModelTarget:
+def t(
+    serve: list[int], keep: list[int] | None = None, labels: dict[str, int] | None = None, **kw: bool
+) -> LocalModelTarget:
     return LocalModelTarget(serve=serve, keep=keep or [], labels=labels or {}, **kw)
 
 
@@ -99,7 +101,13 @@ def test_label_never_points_at_a_version_that_is_not_available() -> None:
 def test_changed_input_signature_is_held_and_old_version_keeps_serving() -> None:
     sigs = {1: SIG_X, 2: SIG_FEATURES}
     plan = plan_model(
-        obs(target=t([2], labels={"stable": 2}), disk={1, 2}, live={1: A, 2: A}, current=((1, 2), {"stable": 1}), sigs=sigs)
+        obs(
+            target=t([2], labels={"stable": 2}),
+            disk={1, 2},
+            live={1: A, 2: A},
+            current=((1, 2), {"stable": 1}),
+            sigs=sigs,
+        )
     )
     assert plan.entry == ModelEntry("m", "/models/m", (1,), {"stable": 1})
     assert [h.version for h in plan.held] == [2]
@@ -131,7 +139,9 @@ def test_failed_version_is_dropped_and_previous_keeps_serving() -> None:
 
 def test_label_stays_on_old_version_when_target_failed() -> None:
     target = t([3, 4], labels={"stable": 4})
-    plan = plan_model(obs(target=target, disk={2, 3, 4}, live={2: A, 3: A}, current=((2, 3), {"stable": 2}), failed={4: "x"}))
+    plan = plan_model(
+        obs(target=target, disk={2, 3, 4}, live={2: A, 3: A}, current=((2, 3), {"stable": 2}), failed={4: "x"})
+    )
     assert plan.entry is not None
     assert plan.entry.labels == {"stable": 2}
     assert 2 in plan.entry.versions  # a label keeps its version in the config

@@ -90,6 +90,7 @@ def test_image_starts_the_service_and_checks_its_own_port(name: str) -> None:
     port = PY_SERVICES[name]["port"]
     cmd = [arguments for keyword, arguments in runtime if keyword == "CMD"]
     assert cmd == [f'["python", "-m", "services.{name}"]']
+    assert (REPO / "services" / name / "__main__.py").is_file()
     environment = " ".join(arguments for keyword, arguments in runtime if keyword == "ENV")
     assert f"FLEET_PORT={port}" in environment
     assert ("EXPOSE", str(port)) in runtime

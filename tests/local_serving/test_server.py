@@ -343,14 +343,16 @@ def test_reload_adding_a_missing_base_path_hangs_like_tf_serving(server: Server)
     err = rpc_error(lambda: server.reload(timeout=1.5))
     assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     # The missing path drops every filesystem poll: a new version of another model is not discovered.
-    install_model(server.base("m"), 5)
+    serving_before = server.client.predict("m")[0]
+    install_model(server.base("m"), 50)
     time.sleep(2.5)
-    assert 5 not in [v for v, *_ in server.client.status("m")]
-    assert server.client.predict("m")[0] == 3  # serving itself is unaffected
-    # Once the directory appears, the stuck reload finishes and polling resumes for everyone.
+    assert 50 not in [v for v, *_ in server.client.status("m")]
+    assert server.client.predict("m")[0] == serving_before  # serving itself is unaffected
+    # Once the directory appears, the stuck reload finishes and polling resumes for everyone; the
+    # queued reload (the old list, without "ghost") is applied next, so ghost loads and then unloads.
     install_model(ghost, 1)
-    server.client.wait_for_state("ghost", 1, "AVAILABLE")
-    server.client.wait_for_state("m", 5, "AVAILABLE")
+    server.client.wait_for_state("m", 50, "AVAILABLE")
+    assert server.client.wait_for_state("ghost", 1, "END") == (1, "END", 0, "")
     server.models["ghost"] = ghost_entry
-    server.reload(timeout=10)
+    server.reload(timeout=20)
     assert server.client.predict("ghost") == (1, 1.0)

@@ -130,7 +130,7 @@ class TFServingClient:
         path: str,
         request: Message,
         *,
-        timeout: float,  # noqa: ASYNC109 (a gRPC deadline)
+        timeout: float,
         **extra: Any,
     ) -> Any:
         _check_timeout(timeout)
@@ -145,7 +145,7 @@ class TFServingClient:
         self,
         entries: Sequence[ModelEntry],
         *,
-        timeout: float,  # noqa: ASYNC109 (a gRPC deadline)
+        timeout: float,
     ) -> None:
         """HandleReloadConfigRequest with exactly ``entries`` (the list replaces TF Serving's in full).
 
@@ -172,7 +172,7 @@ class TFServingClient:
         name: str,
         *,
         version: int | None = None,
-        timeout: float,  # noqa: ASYNC109 (a gRPC deadline)
+        timeout: float,
     ) -> list[VersionStatus]:
         """Every version TF Serving knows of model ``name`` (or just ``version``), highest first.
 
@@ -198,7 +198,7 @@ class TFServingClient:
         *,
         version: int | None = None,
         label: str | None = None,
-        timeout: float,  # noqa: ASYNC109 (a gRPC deadline)
+        timeout: float,
     ) -> dict[str, SignatureSpec]:
         """The serving signatures of one version (default: the highest AVAILABLE), by signature key."""
         request = get_model_metadata_pb2.GetModelMetadataRequest(
@@ -227,7 +227,7 @@ class TFServingClient:
         version: int | None = None,
         label: str | None = None,
         signature_name: str = "",
-        timeout: float,  # noqa: ASYNC109 (a gRPC deadline)
+        timeout: float,
     ) -> PredictResult:
         """One Predict call; ``inputs`` as in :func:`services.common.tfs.tensors.encode_input`.
 

@@ -1,0 +1,139 @@
+"""Issue 8 end to end: publish, roll out under load, pin back, label, corrupt version — on 3 nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.common.errors import TFServingError
+from services.common.tfs import TFServingClient
+from services.local_fleet.convergence import predict_once, wait_available
+from services.local_fleet.fleet import LocalFleet
+from services.local_fleet.savedmodels import write_corrupt_model, write_model
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+MODEL = "ranker"
+
+
+def fleetctl(fleet: LocalFleet, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FLEETCTL_MASTER": fleet.master_url, "FLEETCTL_TOKEN": fleet.admin_token}
+    result = subprocess.run(
+        [sys.executable, "-m", "services.master.fleetctl", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+class PredictLoop:
+    """Predicts spread over every node with a 600 ms deadline, as the search cluster calls them."""
+
+    def __init__(self, fleet: LocalFleet, label: str | None = None) -> None:
+        self.fleet = fleet
+        self.label = label
+        self.ok = 0
+        self.failures: list[str] = []
+        self.versions: Counter[int] = Counter()
+        self._stop = asyncio.Event()
+
+    async def run(self) -> None:
+        clients = [TFServingClient(node.grpc_target) for node in self.fleet.nodes]
+        try:
+            i = 0
+            while not self._stop.is_set():
+                client = clients[i % len(clients)]
+                i += 1
+                try:
+                    result = await client.predict(MODEL, {"x": ([1.0], (1, 1))}, label=self.label, timeout=0.6)
+                    assert result.outputs["y"][0] == float(result.version)
+                    self.ok += 1
+                    self.versions[result.version] += 1
+                except TFServingError as exc:
+                    self.failures.append(f"{exc.code}: {exc.detail}")
+                await asyncio.sleep(0.005)
+        finally:
+            for client in clients:
+                await client.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+async def under_load(fleet: LocalFleet, action: Any, *, label: str | None = None) -> PredictLoop:
+    loop = PredictLoop(fleet, label=label)
+    task = asyncio.create_task(loop.run())
+    try:
+        await action()
+    finally:
+        loop.stop()
+        await task
+    return loop
+
+
+def status_json(fleet: LocalFleet) -> dict[str, Any]:
+    return json.loads(fleetctl(fleet, "status", "--json").stdout)  # type: ignore[no-any-return]
+
+
+async def test_rollout_pin_label_and_corrupt_version(fleet: LocalFleet, models_dir: Path) -> None:
+    # Publish v1: AVAILABLE on every node.
+    fleet.publish(MODEL, write_model(models_dir, 1))
+    await wait_available(fleet.nodes, MODEL, [1], timeout=120)
+
+    # Publish v2 while Predicts run against every node: zero failures, everyone converges on 2.
+    async def publish_v2() -> None:
+        fleet.publish(MODEL, write_model(models_dir, 2))
+        await wait_available(fleet.nodes, MODEL, [2], timeout=120)
+
+    loop = await under_load(fleet, publish_v2)
+    assert loop.failures == [] and loop.ok > 100
+    assert set(loop.versions) == {1, 2}
+
+    # Pin back to v1 with fleetctl: converge on 1, still zero failures.
+    async def pin_v1() -> None:
+        fleetctl(fleet, "pin", MODEL, "1")
+        await wait_available(fleet.nodes, MODEL, [1], timeout=120)
+
+    loop = await under_load(fleet, pin_v1)
+    assert loop.failures == []
+
+    # Label stable -> 2: v2 is loaded beside the pinned 1, then the label moves; Predict by label answers 2.
+    fleetctl(fleet, "label", MODEL, "stable", "2")
+    await wait_available(fleet.nodes, MODEL, [1, 2], timeout=120)
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
+        answers = []
+        for node in fleet.nodes:
+            try:
+                answers.append((await predict_once(node, MODEL, label="stable"))[0])
+            except TFServingError:
+                answers.append(None)
+        if answers == [2] * len(fleet.nodes):
+            break
+        assert asyncio.get_running_loop().time() < deadline, answers
+        await asyncio.sleep(0.5)
+
+    # Corrupt v3 published after unpinning: v2 keeps serving (label too), v3 failed everywhere with the reason.
+    fleetctl(fleet, "unpin", MODEL)
+    write_corrupt_model(models_dir, 3, kind="truncated_pb")
+    fleet.publish(MODEL, models_dir / "3")
+    deadline = asyncio.get_running_loop().time() + 120
+    while True:
+        status = fleetctl(fleet, "status", "--json").stdout
+        if status.count('"3"') >= len(fleet.nodes) and "failed" in status:
+            text = fleetctl(fleet, "status").stdout
+            if text.count("v3") >= 1 or "3" in text:
+                break
+        assert asyncio.get_running_loop().time() < deadline, status
+        await asyncio.sleep(1)
+    for node in fleet.nodes:
+        version, _ = await predict_once(node, MODEL)
+        assert version == 2
+        assert (await predict_once(node, MODEL, label="stable"))[0] == 2
