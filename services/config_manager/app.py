@@ -7,14 +7,16 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import httpx
 from fastapi import FastAPI
 
-from services.common.http import require_token
+from services.common.http import make_async_client, require_token
 from services.common.problems import install_problem_handlers
+from services.common.registration import Registrar, software_version
 from services.common.tfs import TFServingClient
 from services.config_manager import SERVICE_NAME
 from services.config_manager.api import protected_router, router
-from services.config_manager.live import LiveView
+from services.config_manager.live import GRPC_OPTIONS, LiveView
 from services.config_manager.localdisk import free_bytes
 from services.config_manager.metrics import Metrics
 from services.config_manager.reconciler import Reconciler
@@ -23,8 +25,6 @@ from services.config_manager.watcher import VolumeWatcher
 
 logger = logging.getLogger(__name__)
 
-SOFTWARE_VERSION = "0.1.0"
-
 
 def create_app(
     settings: Settings,
@@ -32,10 +32,11 @@ def create_app(
     client: TFServingClient | None = None,
     free_space: Callable[[Path], int] = free_bytes,
     start_workers: bool = True,
+    http_client: httpx.AsyncClient | None = None,
 ) -> FastAPI:
     """Build the app. Tests inject ``free_space`` (a fake disk reading) or a client, or run passes by hand."""
     metrics = Metrics()
-    tfs_client = client or TFServingClient(settings.tensorflow_serving_grpc_target)
+    tfs_client = client or TFServingClient(settings.tensorflow_serving_grpc_target, options=GRPC_OPTIONS)
     live = LiveView(
         tfs_client, status_timeout=settings.status_timeout_seconds, reload_timeout=settings.reload_timeout_seconds
     )
@@ -54,30 +55,28 @@ def create_app(
                 if settings.watch_interval_seconds > 0:
                     watcher.start()
                     stack.push_async_callback(watcher.stop)
-                registrar = _registrar(settings)
-                if registrar is not None:
-                    registrar.start()
-                    stack.push_async_callback(registrar.stop)
+                http = http_client
+                if http is None:
+                    http = await stack.enter_async_context(make_async_client(timeout=settings.http_timeout_seconds))
+                registrar = Registrar(settings, "config_manager", http)
+                app.state.registrar = registrar
+                registrar.start()
+                stack.push_async_callback(registrar.stop)
             logger.info(
                 "config_manager started",
                 extra={"config_file": str(settings.tensorflow_serving_config_file), "tfserving": tfs_client.target},
             )
             yield
 
-    app = FastAPI(title="modelfleet config_manager", version=SOFTWARE_VERSION, lifespan=lifespan)
+    app = FastAPI(title="modelfleet config_manager", version=software_version(), lifespan=lifespan)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.reconciler = reconciler
+    app.state.registrar = None
     install_problem_handlers(app)
     app.include_router(router)
     app.include_router(protected_router(require_token(settings.fleet_token())))
     return app
-
-
-def _registrar(settings: Settings) -> None:
-    """Registration with master (shared helper pending in services/common/registration.py)."""
-    del settings
-    return None
 
 
 __all__ = ["SERVICE_NAME", "create_app"]

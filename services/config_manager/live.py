@@ -22,6 +22,16 @@ PROBE_MODEL = "__modelfleet_probe__"
 _UNREACHABLE = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED"})
 _CONCURRENCY = 8
 
+# Reconnect fast after a tfserving restart (gRPC's default backoff grows to 120 s, and a channel in
+# backoff fails every call at once); a private subchannel pool keeps that state to this client.
+GRPC_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.use_local_subchannel_pool", 1),
+)
+RECONNECT_WAIT_SECONDS = 2.2
+
 Statuses = dict[str, list[VersionStatus] | None]
 
 
@@ -60,9 +70,17 @@ class LiveView:
                 raise
 
     async def statuses(self, models: Collection[str]) -> Statuses:
-        """GetModelStatus of every model in ``models``, concurrently (bounded)."""
+        """GetModelStatus of every model in ``models``, concurrently (bounded).
+
+        An unreachable tfserving is asked once more after the channel's longest reconnect backoff
+        (a restarted tfserving is otherwise seen only at the next pass).
+        """
         names = sorted(models) or [PROBE_MODEL]
-        results = await asyncio.gather(*(self.status_of(name) for name in names))
+        try:
+            results = await asyncio.gather(*(self.status_of(name) for name in names))
+        except TFServingUnreachable:
+            await asyncio.sleep(RECONNECT_WAIT_SECONDS)
+            results = await asyncio.gather(*(self.status_of(name) for name in names))
         return {name: result for name, result in zip(names, results, strict=True) if name != PROBE_MODEL}
 
     def cached_signatures(self, model: str, fingerprints: Mapping[int, str | None]) -> dict[int, InputSignature]:

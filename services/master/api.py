@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
 
@@ -60,7 +60,15 @@ class ModelList(BaseModel):
 
 
 class LabelTarget(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
     version: int = Field(ge=0, le=2**63 - 1)
+
+
+class PolicyBody(ModelPolicy):
+    """A model's overrides as PUT takes them: unknown fields (typos) and non-integer versions refused."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
 
 
 class AuditList(BaseModel):
@@ -100,7 +108,7 @@ ModelName = Annotated[str, Depends(model_name)]
 
 def parse_if_match(value: str | None) -> int | None:
     """``If-Match: "<generation>"`` → int; ``*`` or absent → None; anything else can never match (412)."""
-    if value is None or value.strip() == "*":
+    if value is None or value.strip() in ("", "*"):
         return None
     tag = value.strip().removeprefix("W/").strip('"')
     if not tag.isdigit():
@@ -215,10 +223,11 @@ def make_router() -> APIRouter:  # noqa: C901 - one route each
 
     @router.put("/models/{model}", tags=["models"])
     async def put_model(
-        model: ModelName, body: ModelPolicy, fleet: FleetDep, actor: Actor, response: Response, if_match: IfMatch = None
+        model: ModelName, body: PolicyBody, fleet: FleetDep, actor: Actor, response: Response, if_match: IfMatch = None
     ) -> ChangeResult:
         """Replace the model's overrides (pinned/latest, labels, keep, enabled). Default policy = removed."""
-        result = await set_policy(fleet.store, model, body, actor=actor, if_match=parse_if_match(if_match))
+        policy = ModelPolicy.model_validate(body.model_dump())
+        result = await set_policy(fleet.store, model, policy, actor=actor, if_match=parse_if_match(if_match))
         response.headers["ETag"] = etag(result.generation)
         return result
 
@@ -256,7 +265,7 @@ FALLBACK_METHODS = ["GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"]
 def allowed_methods(request: Request) -> set[str]:
     """Methods of the real routes matching this path (the fallback route excluded)."""
     allowed: set[str] = set()
-    for route in request.app.routes:
+    for route in request.app.state.api_router.routes:
         if isinstance(route, BaseRoute) and getattr(route, "name", None) != FALLBACK:
             match, _ = route.matches({**request.scope, "method": "GET"})
             methods = getattr(route, "methods", None) or set()

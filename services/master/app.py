@@ -12,6 +12,7 @@ import httpx
 from fastapi import FastAPI, Request, Response
 from google.cloud import storage
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.common import gcs
 from services.common.http import make_async_client, require_token
@@ -91,6 +92,7 @@ def create_app(
             metrics_registry.register(collector)
             stack.callback(metrics_registry.unregister, collector)
             stack.push_async_callback(registry.save)
+            stack.push_async_callback(poller.close)
             if run_poller:
                 poller.start()
                 stack.push_async_callback(poller.stop)
@@ -110,7 +112,8 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.state.authorize_admin = require_admin(admin_tokens)
     app.state.authorize_fleet = require_token(fleet_token)
-    app.include_router(make_router())
+    app.state.api_router = make_router()
+    app.include_router(app.state.api_router)
     started = time.time()
 
     @app.get("/healthz", tags=["meta"])
@@ -131,6 +134,8 @@ def create_app(
 async def method_not_allowed(request: Request, exc: Exception) -> Response:
     """405 whose Allow header lists every method of the path (Starlette names only the first route's)."""
     allow = ", ".join(sorted(allowed_methods(request)))
+    if not allow and isinstance(exc, StarletteHTTPException):
+        allow = (exc.headers or {}).get("Allow", "")
     return problem_response(
         status=405,
         slug="http-405",

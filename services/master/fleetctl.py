@@ -21,8 +21,6 @@ from rich.console import Console
 from services.master import fleetctl_render as render
 
 app = typer.Typer(help="Drive a modelfleet fleet through master's admin API.", no_args_is_help=True)
-console = Console()
-errors = Console(stderr=True)
 
 
 class CliError(Exception):
@@ -67,9 +65,9 @@ class Client:
 
     def emit(self, payload: Any, table: Any) -> None:
         if self.as_json:
-            console.print_json(json.dumps(payload))
+            typer.echo(json.dumps(payload, indent=2))
         else:
-            console.print(table)
+            Console().print(table)
 
 
 def describe_problem(response: httpx.Response) -> str:
@@ -91,7 +89,7 @@ def describe_problem(response: httpx.Response) -> str:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    errors.print(f"[red]error:[/] {message}", highlight=False)
+    Console(stderr=True).print(f"[red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
 
 

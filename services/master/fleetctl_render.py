@@ -152,7 +152,9 @@ def compute_diff(models: JSON, cluster: JSON) -> list[JSON]:
     """Per healthy node and model: what a sync now would change (desired from the bucket vs live).
 
     ``load``: versions to serve that are not AVAILABLE; ``unload``: AVAILABLE versions no longer wanted;
-    ``download``: wanted versions not on disk yet; ``labels``: label moves. Unchanged pairs are omitted.
+    ``download``: wanted versions not on disk yet; ``labels``: label moves; ``blocked``: wanted versions
+    recorded as failed on the node (not retried until their bytes change; what serves now stays).
+    Unchanged pairs are omitted.
     """
     wanted = {m["name"]: m["effective"] for m in models["models"]}
     rows: list[JSON] = []
@@ -166,13 +168,16 @@ def compute_diff(models: JSON, cluster: JSON) -> list[JSON]:
             want = set(effective["serve"]) if effective.get("enabled", True) else set()
             have = set(entry.get("available") or [])
             on_disk = set(entry.get("on_disk") or [])
+            failed = {int(v) for v in entry.get("failed", {})}
             labels_want = effective.get("labels", {}) if want else {}
             labels_have = entry.get("config_labels") or {}
             change = {
                 "node": node["hostname"],
                 "model": model,
-                "load": sorted(want - have),
-                "unload": sorted(have - want),
+                "load": sorted(want - have - failed),
+                "blocked": sorted((want - have) & failed),
+                # What serves now stays until something wanted can be AVAILABLE (DESIGN.md).
+                "unload": sorted(have - want) if (want - failed) or not want else [],
                 "download": sorted(want - on_disk) if entry.get("on_disk") is not None else sorted(want - have),
                 "labels": {
                     k: [labels_have.get(k), labels_want.get(k)]
@@ -180,18 +185,18 @@ def compute_diff(models: JSON, cluster: JSON) -> list[JSON]:
                     if labels_want.get(k) != labels_have.get(k)
                 },
             }
-            if change["load"] or change["unload"] or change["labels"] or change["download"]:
+            if any(change[k] for k in ("load", "unload", "labels", "download", "blocked")):
                 rows.append(change)
     return rows
 
 
 def diff_table(rows: list[JSON]) -> Table:
     table = Table(title="what a sync now would change" if rows else "in sync: nothing would change")
-    for column in ("node", "model", "download", "load", "unload", "labels (now → wanted)"):
+    for column in ("node", "model", "download", "load", "unload", "labels (now → wanted)", "blocked (failed)"):
         table.add_column(column)
     for row in rows:
         if row.get("unreachable"):
-            table.add_row(row["node"], "*", "[red]node unhealthy: unknown[/]", "", "", "")
+            table.add_row(row["node"], "*", "[red]node unhealthy: unknown[/]", "", "", "", "")
             continue
         labels = " ".join(
             f"{k}: {old if old is not None else '-'} → {new if new is not None else '-'}"
@@ -204,5 +209,6 @@ def diff_table(rows: list[JSON]) -> Table:
             fmt_versions(row["load"]),
             fmt_versions(row["unload"]),
             labels or "-",
+            fmt_versions(row["blocked"]) if row["blocked"] else "-",
         )
     return table

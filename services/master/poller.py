@@ -5,13 +5,15 @@
 - Debounce (DESIGN.md, reference commit): a sidecar turns unhealthy only after
   ``FAILURE_THRESHOLD`` consecutive failed polls; any successful poll resets the count and makes it
   healthy; a sidecar never seen healthy stays unhealthy (the counter only shields a healthy one).
-- Passes are single-flight: a ``?refresh=true`` arriving during a pass joins it instead of polling twice
-  (which would double-count failures).
+- Polls are deduplicated per sidecar: a ``?refresh=true`` arriving while a sidecar is being polled
+  waits for that poll instead of starting a second one (which would double-count failures), so any
+  pass still answers within about one node timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -99,7 +101,8 @@ class Poller(PeriodicWorker):
         self.health: dict[tuple[str, str], SidecarHealth] = {}
         self.last_pass: PassSummary | None = None
         self._on_result = on_result
-        self._inflight: asyncio.Task[PassSummary] | None = None
+        self._pool = asyncio.Semaphore(concurrency)
+        self._inflight: dict[tuple[str, str], asyncio.Task[bool]] = {}
 
     async def run_once(self, targets: frozenset[str] | None = None) -> None:
         """One pass (``targets`` = hostnames to poll; None = all); also drops long-silent sidecars."""
@@ -110,12 +113,38 @@ class Poller(PeriodicWorker):
         await self.poll_all(targets)
 
     async def poll_all(self, targets: frozenset[str] | None = None) -> PassSummary:
-        """Poll now (joining a pass already in flight); returns within about one node timeout."""
-        if self._inflight is not None and not self._inflight.done():
-            return await asyncio.shield(self._inflight)
-        task = asyncio.create_task(self._pass(targets), name="poller:pass")
-        self._inflight = task
-        return await asyncio.shield(task)
+        """Poll every sidecar (of ``targets`` hosts) now; returns within about one node timeout."""
+        started = time.time()
+        records = [r for r in self.registry.sidecars() if targets is None or r.hostname in targets]
+        results = await asyncio.gather(*(asyncio.shield(self._poll_task(r)) for r in records))
+        summary = PassSummary(
+            started_at=started, finished_at=time.time(), polled=len(records), failed=sum(not ok for ok in results)
+        )
+        if targets is None:
+            self.last_pass = summary
+        if summary.failed:
+            logger.info("poll pass: %s of %s sidecars failed", summary.failed, summary.polled)
+        return summary
+
+    async def close(self) -> None:
+        """Cancel polls still in flight (shutdown)."""
+        tasks = list(self._inflight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _poll_task(self, record: SidecarRecord) -> asyncio.Task[bool]:
+        """The poll of this sidecar in flight, or a new one."""
+        task = self._inflight.get(record.key)
+        if task is None or task.done():
+            task = asyncio.create_task(self._poll_one(record), name=f"poll:{record.hostname}/{record.role}")
+            self._inflight[record.key] = task
+            task.add_done_callback(functools.partial(self._forget, record.key))
+        return task
+
+    def _forget(self, key: tuple[str, str], task: asyncio.Task[bool]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
 
     def host_health(self, hostname: str) -> bool | None:
         """True when every registered sidecar of the node is healthy; None when the node is unknown."""
@@ -124,24 +153,11 @@ class Poller(PeriodicWorker):
             return None
         return all(self.health.get(r.key, SidecarHealth()).healthy for r in records)
 
-    async def _pass(self, targets: frozenset[str] | None) -> PassSummary:
-        started = time.time()
-        records = [r for r in self.registry.sidecars() if targets is None or r.hostname in targets]
-        pool = asyncio.Semaphore(self.concurrency)
-        results = await asyncio.gather(*(self._poll_one(r, pool) for r in records))
-        summary = PassSummary(
-            started_at=started, finished_at=time.time(), polled=len(records), failed=sum(not ok for ok in results)
-        )
-        self.last_pass = summary
-        if summary.failed:
-            logger.info("poll pass: %s of %s sidecars failed", summary.failed, summary.polled)
-        return summary
-
-    async def _poll_one(self, record: SidecarRecord, pool: asyncio.Semaphore) -> bool:
+    async def _poll_one(self, record: SidecarRecord) -> bool:
         health = self.health.setdefault(record.key, SidecarHealth())
         began = time.monotonic()
         try:
-            status = await asyncio.wait_for(self._fetch(record, pool), self.node_timeout)
+            status = await asyncio.wait_for(self._fetch(record), self.node_timeout)
         except TimeoutError:
             error = f"no answer within {self.node_timeout:g}s"
         except httpx.HTTPError as exc:
@@ -164,8 +180,8 @@ class Poller(PeriodicWorker):
         self._report(record, False, began)
         return False
 
-    async def _fetch(self, record: SidecarRecord, pool: asyncio.Semaphore) -> SidecarStatus:
-        async with pool:
+    async def _fetch(self, record: SidecarRecord) -> SidecarStatus:
+        async with self._pool:
             response = await self.client.get(record.base_url + STATUS_PATH)
         if response.status_code != 200:
             raise httpx.HTTPStatusError(f"HTTP {response.status_code}", request=response.request, response=response)

@@ -20,7 +20,7 @@ class Settings(FleetSettings, BucketSettings):
     node_drop_seconds: float = Field(default=3600.0, gt=0, description="no registration for this long = dropped")
     poll_interval_seconds: float = Field(default=10.0, gt=0, description="how often every sidecar is polled")
     node_timeout_seconds: float = Field(default=3.0, gt=0, description="per-node deadline of polls and fan-outs")
-    poll_concurrency: int = Field(default=64, ge=1, le=1024, description="sidecars polled/triggered at once")
+    poll_concurrency: int = Field(default=256, ge=1, le=2048, description="sidecars polled/triggered at once")
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="larger request bodies get 413")
     bucket_deadline_seconds: float = Field(default=10.0, gt=0, description="overall deadline of one bucket call")
     bucket_cache_seconds: float = Field(default=10.0, ge=0, description="reuse of a bucket listing for reads")

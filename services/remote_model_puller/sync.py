@@ -20,18 +20,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from google.cloud import storage
-from pydantic import ValidationError
 
-from services.common.atomic import atomic_write_bytes
 from services.common.completeness import BucketScan, RemoteObject, VersionScan, scan_listing
 from services.common.contracts import Alarm, DesiredStateDocument, LocalDesired, Manifest, ManifestObject
 from services.common.contracts.base import utcnow
 from services.common.errors import BucketError, IntegrityError
-from services.common.gcs import STATE_OBJECT, ListingStats, list_objects, read_object
+from services.common.gcs import ListingStats, list_objects
 from services.common.worker import PeriodicWorker
+from services.remote_model_puller.document import DocumentSource
 from services.remote_model_puller.download import (
     DownloadCancelled,
     Downloader,
@@ -45,8 +43,6 @@ from services.remote_model_puller.plan import LocalVersion, Plan, PlanInputs, ma
 from services.remote_model_puller.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-LAST_GOOD_DOCUMENT = "puller-last-good-state.json"
 
 
 @dataclass
@@ -84,8 +80,9 @@ class SyncWorker(PeriodicWorker):
         store: LocalStore,
         metrics: PullerMetrics,
     ) -> None:
-        super().__init__(interval=settings.sync_interval_seconds, jitter=0.1, max_backoff=max(60.0, 1.0))
-        self.max_backoff = min(60.0, max(settings.sync_interval_seconds, 5.0))
+        # Failed passes back off 1, 2, 4 ... s, capped at max(interval, 5 s) and never above 60 s.
+        backoff = min(60.0, max(settings.sync_interval_seconds, 5.0))
+        super().__init__(interval=settings.sync_interval_seconds, jitter=0.1, max_backoff=backoff)
         self.settings = settings
         self.client = client
         self.downloader = downloader
@@ -93,8 +90,13 @@ class SyncWorker(PeriodicWorker):
         self.metrics = metrics
         self.state = PullerState()
         self.cancel = threading.Event()
-        self._document: DesiredStateDocument | None = None
-        self._failed_generation: int | None = None
+        self.documents = DocumentSource(
+            client=client,
+            bucket=settings.bucket_name,
+            prefix=settings.prefix,
+            timeout=settings.gcs_timeout_seconds,
+            state_dir=settings.state_dir,
+        )
         self._started = False
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -126,7 +128,12 @@ class SyncWorker(PeriodicWorker):
             seconds,
         )
         self.metrics.list_pages.inc(stats.pages)
-        document = await self._desired_document(objects)
+        reads = self.documents.reads
+        document = await self.documents.current(objects)
+        self.metrics.object_reads.inc(self.documents.reads - reads)
+        self.state.document_generation, self.state.document_error = self.documents.generation, self.documents.error
+        if self.documents.error and self.documents.reads > reads:
+            self.metrics.errors.labels(kind="desired-state-invalid").inc()
         prefix = self.settings.prefix
         now = datetime.now(UTC)
         scan = scan_listing(
@@ -139,11 +146,11 @@ class SyncWorker(PeriodicWorker):
         self.state.scan = scan
         alarms: list[Alarm] = []
         if document is None:
-            alarms.append(self._document_alarm())
+            alarms.append(self.documents.alarm())
             self._set_alarms(alarms)
             return  # no valid desired state ever seen: change nothing
         if self.state.document_error:
-            alarms.append(self._document_alarm())
+            alarms.append(self.documents.alarm())
         plan = await self._plan(scan, document)
         alarms += plan.alarms
         self.state.plan = plan
@@ -174,7 +181,7 @@ class SyncWorker(PeriodicWorker):
                 if problem:
                     logger.warning("installed version fails its manifest: %s", problem, extra={"model": model})
                     self.state.startup_problems[(model, version)] = problem
-        self._document = self._load_last_good()
+        self.documents.load_last_good()
 
     def _list(self) -> tuple[list[RemoteObject], ListingStats, float]:
         stats = ListingStats()
@@ -189,67 +196,6 @@ class SyncWorker(PeriodicWorker):
             )
         )
         return objects, stats, time.monotonic() - started
-
-    async def _desired_document(self, objects: list[RemoteObject]) -> DesiredStateDocument | None:
-        """The document (absent = defaults), read only if its generation changed since the last read."""
-        state_name = self.settings.prefix + STATE_OBJECT
-        entry = next((o for o in objects if o.name == state_name), None)
-        if entry is None:
-            self._document = DesiredStateDocument()  # no document: every model gets the default policy
-            self.state.document_generation, self.state.document_error = None, None
-            return self._document
-        if self._document is not None and self.state.document_generation == entry.generation:
-            return self._document
-        if self.state.document_error and self._failed_generation == entry.generation:
-            return self._document
-        result = await asyncio.to_thread(
-            read_object,
-            self.client,
-            self.settings.bucket_name,
-            state_name,
-            timeout=self.settings.gcs_timeout_seconds,
-        )
-        self.metrics.object_reads.inc()
-        if result is None:
-            return self._document or DesiredStateDocument()
-        data, generation = result
-        try:
-            document = DesiredStateDocument.from_json(data)
-        except ValidationError as exc:
-            self._failed_generation = entry.generation
-            self.state.document_error = f"generation {generation}: {exc.error_count()} validation error(s)"
-            self.metrics.errors.labels(kind="desired-state-invalid").inc()
-            logger.warning("desired-state document rejected, keeping the last good one: %s", exc)
-            return self._document
-        self._document, self.state.document_generation, self.state.document_error = document, generation, None
-        await asyncio.to_thread(self._save_last_good, data, generation)
-        return document
-
-    def _document_alarm(self) -> Alarm:
-        kept = "keeping the last good one" if self._document is not None else "no good document yet: nothing changes"
-        return Alarm(
-            kind="desired-state-invalid",
-            severity="critical",
-            since=utcnow(),
-            message=f"desired-state document failed validation ({self.state.document_error}); {kept}",
-        )
-
-    def _save_last_good(self, data: bytes, generation: int) -> None:
-        try:
-            atomic_write_bytes(self.settings.state_dir / LAST_GOOD_DOCUMENT, data)
-            atomic_write_bytes(self.settings.state_dir / (LAST_GOOD_DOCUMENT + ".generation"), str(generation).encode())
-        except OSError as exc:
-            logger.warning("cannot keep the last good document in %s: %s", self.settings.state_dir, exc)
-
-    def _load_last_good(self) -> DesiredStateDocument | None:
-        path: Path = self.settings.state_dir / LAST_GOOD_DOCUMENT
-        try:
-            document = DesiredStateDocument.from_json(path.read_bytes())
-            generation = int((path.parent / (path.name + ".generation")).read_text())
-        except (OSError, ValueError, ValidationError):
-            return None
-        self.state.document_generation = generation
-        return document
 
     async def _plan(self, scan: BucketScan, document: DesiredStateDocument) -> Plan:
         def gather() -> PlanInputs:

@@ -17,7 +17,7 @@ from services.common.contracts import LocalDesired, LocalModelTarget, Manifest, 
 from services.common.contracts.local import desired_path, manifest_path
 from services.common.errors import TFServingError
 from services.common.tfs import TFServingClient
-from services.config_manager.live import LiveView
+from services.config_manager.live import GRPC_OPTIONS, LiveView
 from services.config_manager.localdisk import free_bytes, prepare_volume
 from services.config_manager.metrics import Metrics
 from services.config_manager.reconciler import Reconciler
@@ -69,7 +69,7 @@ class Node:
 
     def reconciler(self, **overrides: object) -> Reconciler:
         settings = self.settings(**overrides)
-        client = TFServingClient(self.target)
+        client = TFServingClient(self.target, options=GRPC_OPTIONS)
         live = LiveView(
             client, status_timeout=settings.status_timeout_seconds, reload_timeout=settings.reload_timeout_seconds
         )
@@ -160,7 +160,7 @@ class PredictLoop:
 @contextlib.asynccontextmanager
 async def predict_loop(node: Node, model: str, *, label: str | None = None) -> AsyncIterator[PredictLoop]:
     """Run a :class:`PredictLoop` for the duration of the block."""
-    client = TFServingClient(node.target)
+    client = TFServingClient(node.target, options=GRPC_OPTIONS)
     loop = PredictLoop(client, model, label)
     stop = asyncio.Event()
     task = asyncio.create_task(loop.run(stop))

@@ -19,9 +19,7 @@ POLL_INTERVAL = 2.0
 
 
 def fleet_options(nodes: int = 2) -> FleetOptions:
-    return FleetOptions(
-        nodes=nodes, sync_interval=SYNC_INTERVAL, quiet_period=1.0, master_poll_interval=POLL_INTERVAL
-    )
+    return FleetOptions(nodes=nodes, sync_interval=SYNC_INTERVAL, quiet_period=1.0, master_poll_interval=POLL_INTERVAL)
 
 
 @pytest.fixture(scope="session")

@@ -10,13 +10,19 @@ import pytest
 
 from services.common.tfs import TFServingClient, VersionState, parse_config
 from tests.faults.conftest import MODEL, converge, targets
-from tests.support.faults import FaultFleet, partial_version_problems, sidecar_status, wait_for
+from tests.support.faults import (
+    FaultFleet,
+    partial_version_problems,
+    publish_graph_last,
+    sidecar_status,
+    wait_for,
+)
 from tests.support.predict_loop import PredictLoop
 from tests.support.savedmodels import write_model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-BIG_PADDING = 384 << 20  # a download that takes long enough to be caught in the middle
+BIG_PADDING = 128 << 20  # a download that takes long enough to be caught in the middle
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +42,7 @@ def test_puller_killed_mid_download(fleet: FaultFleet, model_versions: dict[int,
     converge(fleet.nodes, [1])
     victim = fleet.nodes[0]
     with PredictLoop(targets(fleet.nodes), MODEL) as loop:
-        fleet.publish(MODEL, big_v2)
+        publish_graph_last(fleet, MODEL, big_v2)
         caught = wait_for(
             lambda: _download_in_flight(sidecar_status(victim, "puller")),
             timeout=60,
@@ -44,7 +50,8 @@ def test_puller_killed_mid_download(fleet: FaultFleet, model_versions: dict[int,
             what="version 2 downloading on node-1",
         )
         victim.puller.kill()
-        # Right after the crash: the half-downloaded version is nowhere TF Serving could see it.
+        # Right after the crash: the half-downloaded bytes sit in staging, nowhere TF Serving could see them.
+        left_in_staging = list((victim.model_dir / ".fleet" / "staging").iterdir())
         assert partial_version_problems(victim) == []
         assert sorted(p.name for p in (victim.model_dir / MODEL).iterdir()) == ["1"]
         victim.puller.start()
@@ -52,6 +59,7 @@ def test_puller_killed_mid_download(fleet: FaultFleet, model_versions: dict[int,
         converge(fleet.nodes, [2], timeout=180)
         stats = loop.stop()
     assert caught["bytes_done"] < caught["bytes_total"]
+    assert left_in_staging, "the kill did not land mid-download"
     for node in fleet.nodes:
         assert partial_version_problems(node) == []
     assert list((victim.model_dir / ".fleet" / "staging").iterdir()) == []
@@ -76,7 +84,7 @@ def test_config_manager_killed_mid_reload(fleet: FaultFleet, model_versions: dic
         return in_config and asyncio.run(_loading(victim.grpc_target, 2))
 
     with PredictLoop(targets(fleet.nodes), MODEL) as loop:
-        fleet.publish(MODEL, big_v2)  # big: TF Serving takes a while to load it
+        publish_graph_last(fleet, MODEL, big_v2)  # big: TF Serving takes a while to load it
         wait_for(mid_reload, timeout=120, interval=0.05, what="version 2 in models.config and still loading")
         victim.config_manager.kill()
         victim.config_manager.start()

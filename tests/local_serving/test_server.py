@@ -20,9 +20,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.local_serving.conftest import FAST_FLAGS
 from tests.support.savedmodels import install_model, write_model
 from tests.support.serving import (
+    FAST_TEST_FLAGS,
     ServingProcess,
     UpstreamClient,
     free_port,
@@ -79,7 +79,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     serving = start_local_serving(
         config,
         extra_args=[
-            *FAST_FLAGS,
+            *FAST_TEST_FLAGS,
             "--allow_version_labels_for_unavailable_models=true",
             "--enable_grpc_healthcheck_service=true",
             f"--rest_api_port={free_port()}",
@@ -331,6 +331,21 @@ def test_version_dirs_with_leading_zeros_are_found_by_polling(server: Server) ->
     server.client.wait_for_state("m", 3, "AVAILABLE")
     assert server.client.predict("m") == (3, 3.0)
     assert 4 not in [v for v, *_ in server.client.status("m")]
+
+
+def test_reload_adding_a_model_that_fails_reports_it_and_stays_applied(server: Server) -> None:
+    base = server.base("broken")
+    install_model(base, 1, corrupt="garbage")
+    server.models["broken"] = {"name": "broken", "base_path": base}
+    err = rpc_error(server.reload)
+    assert err.code() == grpc.StatusCode.UNKNOWN
+    assert err.details().startswith("1 model(s) did not become available: {{name: broken version: 1} due to error:")
+    assert "DATA_LOSS" in err.details()
+    started = time.monotonic()
+    server.reload()  # the config stayed applied: the same request now returns OK at once
+    assert time.monotonic() - started < 2
+    del server.models["broken"]
+    server.reload()
 
 
 def test_reload_adding_a_missing_base_path_hangs_like_tf_serving(server: Server) -> None:

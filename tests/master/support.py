@@ -34,8 +34,13 @@ class ServerThread:
 
     def start(self, timeout: float = 15.0) -> ServerThread:
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_config=None, log_level="warning",
-            timeout_graceful_shutdown=1, lifespan="on",
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            log_config=None,
+            log_level="warning",
+            timeout_graceful_shutdown=1,
+            lifespan="on",
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -77,8 +82,8 @@ class StandInSidecar:
             if self.mode == "error":
                 return Response(status_code=500)
             if self.mode == "hang":
-                while not self._release.is_set():
-                    await asyncio.sleep(0.05)
+                # Accept and never answer, until the stand-in is stopped.
+                await asyncio.to_thread(self._release.wait)
                 return Response(status_code=503)
             return None
 
@@ -129,8 +134,9 @@ class StandInSidecar:
         return {"hostname": self.hostname, "role": self.role, "base_url": self.url, "software_version": "test"}
 
 
-def put_version(bucket: storage.Bucket, model: str, version: int | str, *, prefix: str = "models/",
-                complete: bool = True) -> None:
+def put_version(
+    bucket: storage.Bucket, model: str, version: int | str, *, prefix: str = "models/", complete: bool = True
+) -> None:
     """Objects of one version as an upload leaves them (complete: saved_model.pb + whole variables)."""
     base = f"{prefix}{model}/{version}/"
     bucket.blob(base + "saved_model.pb").upload_from_string(b"pb")

@@ -11,11 +11,23 @@ from tests.master.support import StandInSidecar, node_model
 
 
 def test_merge_takes_desired_from_the_puller_and_live_facts_from_config_manager() -> None:
-    puller = ModelNodeStatus(serve=[2], keep=[1, 2], labels={"stable": 2}, remote_complete=[1, 2, 3], on_disk=[1, 2],
-                             failed={"3": "crc mismatch"})
-    cm = ModelNodeStatus(serve=[2], keep=[1, 2], in_config=[1, 2], config_labels={"stable": 1}, available=[1, 2],
-                         live=[LiveVersion(version=2, state="AVAILABLE")],
-                         held=[HeldChange(version=2, reason="input signature changed")])
+    puller = ModelNodeStatus(
+        serve=[2],
+        keep=[1, 2],
+        labels={"stable": 2},
+        remote_complete=[1, 2, 3],
+        on_disk=[1, 2],
+        failed={"3": "crc mismatch"},
+    )
+    cm = ModelNodeStatus(
+        serve=[2],
+        keep=[1, 2],
+        in_config=[1, 2],
+        config_labels={"stable": 1},
+        available=[1, 2],
+        live=[LiveVersion(version=2, state="AVAILABLE")],
+        held=[HeldChange(version=2, reason="input signature changed")],
+    )
     view = merge_model(puller, cm)
     assert (view.serve, view.keep, view.remote_complete, view.on_disk) == ([2], [1, 2], [1, 2, 3], [1, 2])
     assert (view.in_config, view.available, view.config_labels) == ([1, 2], [1, 2], {"stable": 1})
@@ -34,8 +46,9 @@ def test_cluster_view_convergence_skew_failures_and_metrics(
     a_p = sidecars("node-a", "puller", models=wanted)
     a_c = sidecars("node-a", "config_manager", models={"ranker": node_model([2], [2])})
     b_p = sidecars("node-b", "puller", models=wanted)
-    b_c = sidecars("node-b", "config_manager",
-                   models={"ranker": node_model([2], [1], failed={"2": "Failed to load: bad graph"})})
+    b_c = sidecars(
+        "node-b", "config_manager", models={"ranker": node_model([2], [1], failed={"2": "Failed to load: bad graph"})}
+    )
     with master.client() as client:
         register(client, a_p, a_c, b_p, b_c)
         stale_view = client.get("/v1/cluster").json()

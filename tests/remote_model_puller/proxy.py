@@ -18,6 +18,7 @@ class Misbehaviour:
     corrupt: set[str] = field(default_factory=set)  # object names whose media reads get a flipped byte
     before_read: dict[str, Callable[[], None]] = field(default_factory=dict)  # run once, then forward
     media_reads: dict[str, int] = field(default_factory=dict)
+    fail_all: int | None = None  # answer every request with this status (403: permissions revoked)
 
 
 @contextmanager
@@ -35,6 +36,18 @@ def gcs_proxy(upstream: str) -> Iterator[tuple[str, Misbehaviour]]:
         def _forward(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
+            if self.path.split("?", 1)[0].endswith("/storageLayout"):
+                # gcloud storage asks for the bucket layout first; fake-gcs-server does not implement it.
+                bucket_name = self.path.split("/b/", 1)[1].split("/", 1)[0]
+                self._reply(
+                    200,
+                    b'{"kind": "storage#storageLayout", "bucket": "%s", "location": "US", '
+                    b'"locationType": "region"}' % bucket_name.encode(),
+                )
+                return
+            if rules.fail_all is not None:
+                self._reply(rules.fail_all, b'{"error": {"code": %d, "message": "denied"}}' % rules.fail_all)
+                return
             headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
             name = _media_object(self.path)
             if name is not None:
@@ -55,9 +68,18 @@ def gcs_proxy(upstream: str) -> Iterator[tuple[str, Misbehaviour]]:
             self.end_headers()
             self.wfile.write(data)
 
+        def _reply(self, status: int, payload: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _forward
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    server.block_on_close = False
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

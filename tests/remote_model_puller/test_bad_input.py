@@ -9,9 +9,11 @@ from google.cloud import storage
 
 from services.common.contracts import LocalDesired
 from services.common.contracts.local import desired_path
+from services.common.gcs import make_client
 from services.remote_model_puller.sync import SyncWorker
 from tests.remote_model_puller.conftest import tree, upload_version, write_fake_model
-from tests.support.gcs import free_port
+from tests.remote_model_puller.proxy import gcs_proxy
+from tests.support.gcs import FakeGcs
 
 
 async def test_unsafe_names_bad_versions_and_bad_model_names_are_ignored(
@@ -31,7 +33,7 @@ async def test_unsafe_names_bad_versions_and_bad_model_names_are_ignored(
     assert sorted(p.name for p in local.iterdir()) == [".fleet", "ranker"]
     assert sorted(p.name for p in (local / "ranker").iterdir()) == ["1"]
     assert tree(local / "ranker" / "1") == tree(good)
-    assert not (tmp_path / "escape.txt").exists() and not any(tmp_path.rglob("escape.txt"))
+    assert "escape.txt" not in {p.rsplit("/", 1)[-1] for p in tree(tmp_path)}
     plan = worker.state.plan
     assert plan is not None and "unsafe" in plan.models["ranker"].remote_incomplete["2"]
     assert LocalDesired.read(desired_path(local)).models["ranker"].serve == [1]
@@ -94,8 +96,8 @@ async def test_no_valid_document_ever_changes_nothing(
     assert worker.state.alarms[0].kind == "desired-state-invalid"
 
 
-async def test_bucket_unreachable_or_missing_fails_the_pass_and_touches_nothing(
-    tmp_path: Path, bucket: storage.Bucket, make_worker: Callable[..., SyncWorker]
+async def test_bucket_missing_or_forbidden_fails_the_pass_and_touches_nothing(
+    tmp_path: Path, bucket: storage.Bucket, fake_gcs: FakeGcs, make_worker: Callable[..., SyncWorker]
 ) -> None:
     upload_version(bucket, write_fake_model(tmp_path / "src", 1), "ranker", "1")
     worker = make_worker()
@@ -108,13 +110,15 @@ async def test_bucket_unreachable_or_missing_fails_the_pass_and_touches_nothing(
     assert [a.kind for a in missing.state.alarms] == ["bucket-unreachable"]
     assert desired_path(local).read_bytes() == before
     assert (local / "ranker" / "1").is_dir()
-    dead = make_worker(storage_emulator_host=f"http://127.0.0.1:{free_port()}", gcs_timeout_seconds=1)
-    dead.client = dead.client  # the injected client points at the live emulator: use a dead one instead
-    from services.common.gcs import make_client
-
-    dead.client = make_client(dead.settings)
-    assert not await dead.run_now()
-    assert dead.last_error is not None and "BucketError" in dead.last_error
-    assert dead.consecutive_failures == 1
-    assert dead.metrics.errors.labels(kind="bucket-error")._value.get() == 1
+    with gcs_proxy(fake_gcs.url) as (url, rules):
+        rules.fail_all = 403
+        denied = make_worker(storage_emulator_host=url)
+        denied.client = make_client(denied.settings)
+        assert not await denied.run_now()
+        assert not await denied.run_now()
+    assert denied.last_error is not None and "BucketPermissionDenied" in denied.last_error
+    assert denied.consecutive_failures == 2
+    assert denied.metrics.errors.labels(kind="bucket-permission-denied")._value.get() == 2
+    assert denied.metrics.alarm.labels(kind="bucket-unreachable")._value.get() == 1
     assert desired_path(local).read_bytes() == before
+    assert (local / "ranker" / "1").is_dir()

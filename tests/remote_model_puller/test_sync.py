@@ -66,7 +66,7 @@ async def test_slow_out_of_order_upload_waits_for_last_shard_and_quiet_period(
     files = sorted(p for p in src.rglob("*") if p.is_file())
     pb = [p for p in files if p.name == "saved_model.pb"]
     shards = [p for p in files if "data-" in p.name]
-    order = pb + [shards[2], src / "variables" / "variables.index", shards[0], shards[1]]
+    order = [*pb, shards[2], src / "variables" / "variables.index", shards[0], shards[1]]
     worker = make_worker(quiet_period_seconds=1.5)
     target = worker.settings.local_model_directory / "ranker" / "5"
     for path in order:

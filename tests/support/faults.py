@@ -133,6 +133,20 @@ class FaultFleet(LocalFleet):
         return node
 
 
+def publish_graph_last(fleet: LocalFleet, model: str, version_dir: Path) -> list[str]:
+    """Upload a version with ``saved_model.pb`` last, as a careful ML engineer does for big versions.
+
+    Without a complete marker, a version whose graph is already listed while a big variables shard is
+    still uploading (longer than the quiet period) would look like a model without variables.
+    """
+    dest = f"{fleet.options.prefix}/{model}/{version_dir.name}/"
+    files = sorted((p for p in version_dir.rglob("*") if p.is_file()), key=lambda p: (p.name == "saved_model.pb", p))
+    bucket = fleet.bucket()
+    for path in files:
+        bucket.blob(dest + path.relative_to(version_dir).as_posix()).upload_from_filename(str(path))
+    return [dest + p.relative_to(version_dir).as_posix() for p in files]
+
+
 # -- waiting ---------------------------------------------------------------------------------------
 def wait_for(predicate: Callable[[], T | None], *, timeout: float, interval: float = 0.25, what: str = "") -> T:
     """Poll ``predicate`` until it returns something truthy (bounded); raise TimeoutError naming ``what``."""
@@ -225,9 +239,7 @@ def partial_version_problems(node: Node) -> list[str]:
                 continue
             manifest = Manifest.read(mpath)
             expected = {o.name: o.size for o in manifest.objects if not o.name.endswith("/")}
-            actual = {
-                p.relative_to(entry).as_posix(): p.stat().st_size for p in entry.rglob("*") if p.is_file()
-            }
+            actual = {p.relative_to(entry).as_posix(): p.stat().st_size for p in entry.rglob("*") if p.is_file()}
             if actual != expected:
                 problems.append(f"{where}: files {sorted(actual.items())} != manifest {sorted(expected.items())}")
     return problems

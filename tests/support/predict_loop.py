@@ -59,10 +59,11 @@ class PredictStats:
     def summary(self) -> str:
         """One line for logs and assertion messages (first failures included)."""
         rate = self.total / self.elapsed if self.elapsed else 0.0
+        versions = {n: dict(c) for n, c in self.versions.items()}
         head = (
             f"{self.failed} failed of {self.total} Predicts in {self.elapsed:.1f}s ({rate:.0f}/s, "
             f"p50 {self.percentile(0.5) * 1000:.1f} ms, p99 {self.percentile(0.99) * 1000:.1f} ms); "
-            f"per node {dict(self.per_node)}; versions {({n: dict(c) for n, c in self.versions.items()})}"
+            f"per node {dict(self.per_node)}; versions {versions}"
         )
         if self.failures:
             head += "; first failures: " + "; ".join(

@@ -73,14 +73,14 @@ def _build(target: Path, version: int, *, padding_bytes: int, changed_signature:
     ]
     if changed_signature:
 
-        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name=CHANGED_INPUT_NAME)])
+        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name=CHANGED_INPUT_NAME)])  # type: ignore[untyped-decorator]
         def serve_changed(features: Any) -> Any:
             return {OUTPUT_NAME: tf.cast(module.version, tf.float32) * features}
 
         signature = serve_changed
     else:
 
-        @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name=INPUT_NAME)])
+        @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name=INPUT_NAME)])  # type: ignore[untyped-decorator]
         def serve(x: Any) -> Any:
             return {OUTPUT_NAME: tf.cast(module.version, tf.float32) * x}
 

@@ -23,6 +23,13 @@ from types import TracebackType
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
+#: Flags that keep tests fast: poll the filesystem every second, one load attempt, short retry wait.
+FAST_TEST_FLAGS = (
+    "--file_system_poll_wait_seconds=1",
+    "--max_num_load_retries=0",
+    "--load_retry_interval_micros=100000",
+)
+
 
 class ServingStartError(RuntimeError):
     """local_serving exited (or never opened its port) while starting."""

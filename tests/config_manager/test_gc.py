@@ -1,0 +1,77 @@
+"""GC against a real local_serving: frees disk, never touches what serves; low-disk mode."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.common.contracts.local import manifest_path
+from services.common.tfs import TFServingClient, parse_config
+from services.config_manager.live import GRPC_OPTIONS
+from services.config_manager.localdisk import trash_dir
+from services.config_manager.status import build_status
+from tests.config_manager.conftest import Node, predict_loop, target
+
+pytestmark = pytest.mark.slow
+
+
+def on_disk(node: Node, model: str) -> list[int]:
+    return sorted(int(p.name) for p in (node.root / model).iterdir() if p.name.isdigit())
+
+
+async def test_gc_keeps_served_and_kept_versions_and_low_disk_drops_kept_ones(node: Node) -> None:
+    reconciler = node.reconciler(low_disk_free_bytes=1000)
+    node.add_version("m", 1)
+    node.desire(m=target([1]))
+    assert await reconciler.run_now()
+    async with predict_loop(node, "m") as latest:
+        node.add_version("m", 2)
+        node.desire(m=target([2], keep=[1, 2]))
+        assert await reconciler.run_now()
+        assert on_disk(node, "m") == [1, 2]  # 1 is kept for a fast rollback
+
+        node.add_version("m", 3)
+        node.desire(m=target([3], keep=[2, 3]))
+        assert await reconciler.run_now()
+        assert await reconciler.run_now()  # GC runs once 2 has unloaded too
+        assert on_disk(node, "m") == [2, 3]
+        assert not manifest_path(node.root, "m", 1).exists()
+        assert list(trash_dir(node.root).iterdir()) == []
+
+        # The disk fills up: kept-but-not-served versions go, what serves stays.
+        node.free_space = lambda path: 10
+        assert await reconciler.run_now()
+        assert on_disk(node, "m") == [3], (reconciler.snapshot.live, reconciler.snapshot.plans, reconciler.snapshot.gc)
+    assert latest.failures == []
+    assert latest.versions == [1, 2, 3]
+    status = build_status(reconciler, hostname="n1", software_version="t")
+    assert status.details["low_disk"] is True
+    assert any(a.kind == "low-disk" for a in status.alarms)  # still short: nothing serving is removed
+    assert [e.versions for e in parse_config(node.config_file.read_text())] == [(3,)]
+    assert b"modelfleet_config_manager_low_disk 1.0" in _metrics(reconciler)
+    async with TFServingClient(node.target, options=GRPC_OPTIONS) as client:
+        result = await client.predict("m", {"x": ([1.0], (1, 1))}, timeout=5)
+    assert round(result.outputs["y"][0]) == 3
+
+
+async def test_gc_leaves_a_model_missing_from_desired_json_alone(node: Node) -> None:
+    reconciler = node.reconciler()
+    node.add_version("a", 1)
+    node.add_version("b", 1)
+    node.desire(a=target([1]), b=target([1]))
+    assert await reconciler.run_now()
+    node.add_version("b", 2)
+    node.desire(a=target([1]))  # b vanished from desired.json (e.g. a bad listing upstream)
+    assert await reconciler.run_now()
+    assert on_disk(node, "b") == [1, 2]
+    assert [(e.name, e.versions) for e in parse_config(node.config_file.read_text())] == [("a", (1,)), ("b", (1,))]
+    node.desire(a=target([1]), b=target([], enabled=False))  # retired on purpose
+    assert await reconciler.run_now()
+    assert [e.name for e in parse_config(node.config_file.read_text())] == ["a"]
+    assert await reconciler.run_now()
+    assert on_disk(node, "b") == []
+
+
+def _metrics(reconciler: object) -> bytes:
+    from prometheus_client import generate_latest
+
+    return generate_latest(reconciler.metrics.registry)  # type: ignore[attr-defined]
