@@ -29,18 +29,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
-
-import urllib3
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.download.emulator import PreloadedEmulator  # noqa: E402
 from bench.download.rss import run_measured  # noqa: E402
-from tests.support.gcs import FakeGcs  # noqa: E402
 
 MiB = 1 << 20
 BUCKET = "bench"
@@ -66,49 +62,22 @@ GOALS = {  # set → (x best peer as users run it, x best peer + sync, x plain g
 }
 
 
-def upload_sets(url: str, sets: dict[str, list[tuple[str, int]]], scratch: Path) -> None:
-    """Raw JSON-API media uploads (streamed from a file of random bytes), 8 at a time."""
-    http = urllib3.PoolManager(maxsize=8)
-    source = scratch / "random.bin"
-    biggest = max(size for files in sets.values() for _, size in files)
-    with open(source, "wb") as out:
-        for start in range(0, biggest, 64 * MiB):
-            out.write(os.urandom(min(64 * MiB, biggest - start)))
-
-    def put(name: str, size: int) -> None:
-        with open(source, "rb") as handle:
-            body = handle.read(size) if size <= 8 * MiB else _Limited(handle, size)
-            response = http.request(
-                "POST",
-                f"{url}/upload/storage/v1/b/{BUCKET}/o?uploadType=media&name={quote(name, safe='')}",
-                body=body,
-                headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
-                timeout=urllib3.Timeout(connect=5, read=600),
-                preload_content=True,
-            )
-        if response.status != 200:
-            raise RuntimeError(f"upload {name}: HTTP {response.status} {response.data[:200]!r}")
-
-    jobs = [(f"{set_name}/m/1/{rel}", size) for set_name, files in sets.items() for rel, size in files]
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda job: put(*job), jobs))
-    source.unlink()
+def write_sets(data_dir: Path, sets: dict[str, list[tuple[str, int]]]) -> None:
+    """Write every set as files the emulator loads at start (random bytes, 8 MiB at a time)."""
+    block = os.urandom(8 * MiB)
+    for set_name, files in sets.items():
+        for rel, size in files:
+            path = data_dir / BUCKET / set_name / "m" / "1" / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "wb") as out:
+                left = size
+                while left:
+                    chunk = min(left, len(block))
+                    out.write(os.urandom(16) + block[16:chunk] if chunk > 16 else os.urandom(chunk))
+                    left -= chunk
 
 
-class _Limited:
-    """A file-like body of exactly ``size`` bytes (streamed, not loaded)."""
-
-    def __init__(self, handle: Any, size: int) -> None:
-        self.handle, self.left = handle, size
-
-    def read(self, amount: int = -1) -> bytes:
-        amount = self.left if amount < 0 else min(amount, self.left)
-        data = self.handle.read(amount)
-        self.left -= len(data)
-        return data
-
-
-def contestants(fake: FakeGcs, set_name: str, dest: Path, scratch: Path) -> dict[str, list[list[str]] | None]:
+def contestants(fake: PreloadedEmulator, set_name: str, dest: Path, scratch: Path) -> dict[str, list[list[str]] | None]:
     """name → commands run one after the other (None: tool missing)."""
     python = sys.executable
     rclone = shutil.which("rclone")
@@ -140,7 +109,7 @@ def contestants(fake: FakeGcs, set_name: str, dest: Path, scratch: Path) -> dict
     }
 
 
-def tool_env(fake: FakeGcs, scratch: Path) -> dict[str, str]:
+def tool_env(fake: PreloadedEmulator, scratch: Path) -> dict[str, str]:
     return {
         **os.environ,
         **fake.env(),
@@ -156,7 +125,7 @@ def downloaded_bytes(dest: Path) -> int:
     return sum(p.stat().st_size for p in dest.rglob("*") if p.is_file() and ".fleet" not in p.parts)
 
 
-def run_set(fake: FakeGcs, set_name: str, files: list[tuple[str, int]], scratch: Path) -> dict[str, Any]:
+def run_set(fake: PreloadedEmulator, set_name: str, files: list[tuple[str, int]], scratch: Path) -> dict[str, Any]:
     total = sum(size for _, size in files)
     results: dict[str, Any] = {}
     env = tool_env(fake, scratch)
@@ -237,13 +206,12 @@ def main() -> None:
         if shutil.which(tool) is None:
             print(f"NOTE: {tool} not found on PATH: its rows are skipped (see bench/README.md)", flush=True)
     scratch = Path(tempfile.mkdtemp(prefix="bench-download-"))
-    fake = FakeGcs()
-    fake.start()
+    started = time.perf_counter()
+    write_sets(scratch / "data", sets)
+    fake = PreloadedEmulator(scratch / "data")
+    shutil.rmtree(scratch / "data")
+    print(f"emulator loaded {len(sets)} sets in {time.perf_counter() - started:.1f} s", flush=True)
     try:
-        fake.client().create_bucket(BUCKET)
-        started = time.perf_counter()
-        upload_sets(fake.url, sets, scratch)
-        print(f"uploaded {len(sets)} sets in {time.perf_counter() - started:.1f} s", flush=True)
         report: dict[str, Any] = {"mode": "smoke" if args.smoke else "full", "cpus": os.cpu_count(), "sets": {}}
         for set_name, files in sets.items():
             size = sum(s for _, s in files)

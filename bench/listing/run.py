@@ -19,24 +19,22 @@ import asyncio
 import json
 import math
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.download.emulator import PreloadedEmulator  # noqa: E402
 from services.common.gcs import close_client, make_client  # noqa: E402
 from services.remote_model_puller.app import make_downloader  # noqa: E402
 from services.remote_model_puller.local import LocalStore  # noqa: E402
 from services.remote_model_puller.metrics import PullerMetrics  # noqa: E402
 from services.remote_model_puller.settings import Settings  # noqa: E402
 from services.remote_model_puller.sync import SyncWorker  # noqa: E402
-from tests.support.gcs import BINARY, free_port  # noqa: E402
 
 BUCKET = "listing"
 FILES = ("saved_model.pb", "variables/variables.index", "variables/variables.data-00000-of-00001")
@@ -57,43 +55,6 @@ def seed(data_dir: Path, models: int, versions: int) -> int:
     state.parent.mkdir(parents=True)
     state.write_text(json.dumps({"models": {"model-0000": {"keep": 2}}}))
     return count + 1
-
-
-def start_emulator(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [
-            str(BINARY),
-            "-scheme",
-            "http",
-            "-host",
-            "127.0.0.1",
-            "-port",
-            str(port),
-            "-external-url",
-            url,
-            "-public-host",
-            f"127.0.0.1:{port}",
-            "-backend",
-            "memory",
-            "-data",
-            str(data_dir),
-            "-log-level",
-            "warn",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1):
-                return proc, url
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("fake-gcs-server did not start")
 
 
 async def measure(url: str, scratch: Path) -> dict[str, Any]:
@@ -148,12 +109,11 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="bench-listing-"))
     try:
         objects = seed(scratch / "data", models, versions)
-        proc, url = start_emulator(scratch / "data")
+        emulator = PreloadedEmulator(scratch / "data")
         try:
-            result = asyncio.run(measure(url, scratch))
+            result = asyncio.run(measure(emulator.url, scratch))
         finally:
-            proc.kill()
-            proc.wait()
+            emulator.close()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     poll = result["unchanged_poll"]

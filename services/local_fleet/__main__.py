@@ -26,6 +26,11 @@ console = Console()
 EXAMPLE_MODEL = "example"
 
 
+@app.callback()
+def main() -> None:
+    """Run a modelfleet fleet on this machine."""
+
+
 def _publish_and_watch(fleet: LocalFleet, version: int, work: Path) -> None:
     from services.local_fleet.savedmodels import write_model  # noqa: PLC0415 - TensorFlow is heavy
 

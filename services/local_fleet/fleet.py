@@ -165,6 +165,7 @@ class LocalFleet:
             env={
                 **base,
                 "FLEET_PORT": str(node.config_manager_port),
+                "FLEET_ADVERTISE_URL": f"http://127.0.0.1:{node.config_manager_port}",
                 "FLEET_STATE_DIR": str(node.root / "app-config_manager"),
                 "TENSORFLOW_SERVING_CONFIG_FILE": str(node.config_file),
                 "TENSORFLOW_SERVING_GRPC_TARGET": node.grpc_target,
@@ -195,6 +196,7 @@ class LocalFleet:
             env={
                 **base,
                 "FLEET_PORT": str(node.puller_port),
+                "FLEET_ADVERTISE_URL": f"http://127.0.0.1:{node.puller_port}",
                 "FLEET_STATE_DIR": str(node.root / "app-puller"),
             },
             log_path=logs / f"{hostname}-puller.log",

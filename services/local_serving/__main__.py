@@ -156,7 +156,7 @@ def _serve(args: argparse.Namespace, config: Any, metrics_path: str | None) -> N
         )
         logger.info("Running gRPC ModelServer at 0.0.0.0:%s ...", args.port, extra={"port": args.port})
         if args.rest_api_port:
-            RestServer(manager, metrics, port=args.rest_api_port, metrics_path=metrics_path).start()
+            RestServer(core, metrics, port=args.rest_api_port, metrics_path=metrics_path).start()
             logger.info("Exporting HTTP/REST API at:localhost:%s ...", args.rest_api_port)
     except (RuntimeError, OSError) as exc:
         _fail(f"Failed to start server. Error: {exc}", EXIT_START_FAILED)

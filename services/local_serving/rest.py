@@ -1,4 +1,5 @@
-"""Optional REST port: model status (GET /v1/models/M[/versions/N|/labels/L]) and Prometheus metrics."""
+"""Optional REST port: model status (GET /v1/models/M[/versions/N|/labels/L]), predict
+(POST .../M[/versions/N|/labels/L]:predict) and Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -11,12 +12,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from services.common.errors import TFServingError
+from services.local_serving.core import ServerCore
 from services.local_serving.manager import ModelManager
 from services.local_serving.metrics import Metrics
+from services.local_serving.rest_predict import predict_json
+from services.local_serving.server import resolve_servable
 
 logger = logging.getLogger(__name__)
 
 _STATUS_PATH = re.compile(r"/v1/models/(?P<model>[^/:]+)(?:/versions/(?P<version>-?\d+)|/labels/(?P<label>[^/:]+))?")
+_PREDICT_PATH = re.compile(_STATUS_PATH.pattern + r":predict")
 _HTTP_CODES = {
     "OK": HTTPStatus.OK,
     "INVALID_ARGUMENT": HTTPStatus.BAD_REQUEST,
@@ -54,8 +59,8 @@ def model_status_json(manager: ModelManager, model: str, version: int | None) ->
 class RestServer:
     """A small threaded HTTP server on its own port."""
 
-    def __init__(self, manager: ModelManager, metrics: Metrics, *, port: int, metrics_path: str | None) -> None:
-        handler = _make_handler(manager, metrics, metrics_path)
+    def __init__(self, core: ServerCore, metrics: Metrics, *, port: int, metrics_path: str | None) -> None:
+        handler = _make_handler(core, metrics, metrics_path)
         self._httpd = ThreadingHTTPServer(("0.0.0.0", port), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="rest", daemon=True)
@@ -69,46 +74,83 @@ class RestServer:
         self._httpd.shutdown()
 
 
-def _make_handler(manager: ModelManager, metrics: Metrics, metrics_path: str | None) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+def _predict_spec(match: re.Match[str]) -> Any:
+    from tensorflow_serving.apis import model_pb2
 
-        def log_message(self, format: str, *args: Any) -> None:
-            logger.debug("rest: %s", format % args)
+    spec = model_pb2.ModelSpec(name=match["model"])
+    if match["version"] is not None:
+        spec.version.value = int(match["version"])
+    elif match["label"] is not None:
+        spec.version_label = match["label"]
+    return spec
 
-        def _send(self, status: int, body: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
 
-        def _json(self, status: int, payload: dict[str, Any]) -> None:
-            self._send(status, json.dumps(payload, indent=1).encode(), "application/json")
+class _Handler(BaseHTTPRequestHandler):
+    """Routes; ``core``, ``metrics`` and ``metrics_path`` are set on a per-server subclass."""
 
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if metrics_path is not None and path == metrics_path:
-                self._send(200, metrics.render().encode(), "text/plain; version=0.0.4")
-                return
-            match = _STATUS_PATH.fullmatch(path)
-            if match is None:
-                self._json(400, {"error": f"Malformed request: GET {path}"})
-                return
-            model = match["model"]
-            version = int(match["version"]) if match["version"] is not None else None
-            try:
-                body = model_status_json(manager, model, version)
-            except TFServingError as exc:
-                metrics.count_request(api="GetModelStatus", model=model, status=exc.code)
-                self._json(http_status_for(exc.code), {"error": exc.detail})
-                return
-            metrics.count_request(api="GetModelStatus", model=model, status="OK")
-            self._json(200, body)
+    protocol_version = "HTTP/1.1"
+    core: ServerCore
+    metrics: Metrics
+    metrics_path: str | None
 
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            self.rfile.read(length)
-            self._json(400, {"error": f"Malformed request: POST {self.path} (REST predict is not implemented)"})
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("rest: %s", format % args)
 
-    return Handler
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status: int, payload: dict[str, Any]) -> None:
+        self._send(status, json.dumps(payload, indent=1).encode(), "application/json")
+
+    def _error(self, api: str, model: str, exc: TFServingError) -> None:
+        self.metrics.count_request(api=api, model=model, status=exc.code)
+        self._json(http_status_for(exc.code), {"error": exc.detail})
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if self.metrics_path is not None and path == self.metrics_path:
+            self._send(200, self.metrics.render().encode(), "text/plain; version=0.0.4")
+            return
+        match = _STATUS_PATH.fullmatch(path)
+        if match is None:
+            self._json(400, {"error": f"Malformed request: GET {path}"})
+            return
+        model = match["model"]
+        version = int(match["version"]) if match["version"] is not None else None
+        try:
+            body = model_status_json(self.core.manager, model, version)
+        except TFServingError as exc:
+            self._error("GetModelStatus", model, exc)
+            return
+        self.metrics.count_request(api="GetModelStatus", model=model, status="OK")
+        self._json(200, body)
+
+    def do_POST(self) -> None:
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        path = self.path.split("?", 1)[0]
+        match = _PREDICT_PATH.fullmatch(path)
+        if match is None:
+            self._json(400, {"error": f"Malformed request: POST {path}"})
+            return
+        try:
+            body = json.loads(raw or b"{}")
+            if not isinstance(body, dict):
+                raise ValueError("the body must be a JSON object")
+        except ValueError as exc:
+            self._json(400, {"error": f"JSON Parse error: {exc}"})
+            return
+        try:
+            answer = predict_json(resolve_servable(self.core, _predict_spec(match)), body)
+        except TFServingError as exc:
+            self._error("Predict", match["model"], exc)
+            return
+        self.metrics.count_request(api="Predict", model=match["model"], status="OK")
+        self._json(200, answer)
+
+
+def _make_handler(core: ServerCore, metrics: Metrics, metrics_path: str | None) -> type[BaseHTTPRequestHandler]:
+    return type("Handler", (_Handler,), {"core": core, "metrics": metrics, "metrics_path": metrics_path})

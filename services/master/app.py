@@ -8,14 +8,13 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
 from fastapi import FastAPI, Request, Response
 from google.cloud import storage
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.common import gcs
-from services.common.http import make_async_client, require_token
+from services.common.http import require_token
 from services.common.problems import install_problem_handlers, problem_response
 from services.master.api import ROUTE_ERRORS, SECURED, allowed_methods, make_router
 from services.master.auth import load_admin_tokens, require_admin
@@ -27,6 +26,7 @@ from services.master.openapi import install_openapi
 from services.master.poller import Poller
 from services.master.registry import Registry, SidecarRecord
 from services.master.settings import Settings
+from services.master.wire import SidecarClient
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +37,9 @@ def create_app(
     settings: Settings,
     *,
     gcs_client: storage.Client | None = None,
-    http_transport: httpx.AsyncBaseTransport | None = None,
     run_poller: bool = True,
 ) -> FastAPI:
-    """Build master. ``gcs_client``/``http_transport`` are injectable for tests; ``run_poller=False``
+    """Build master. ``gcs_client`` is injectable for tests; ``run_poller=False``
     leaves polling to explicit calls (``fleet.poller.run_now()``), for deterministic tests."""
     admin_tokens = load_admin_tokens(settings.admin_tokens_file)
     fleet_token = settings.fleet_token()
@@ -58,13 +57,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             registry.load()
-            client = make_async_client(
-                timeout=settings.node_timeout_seconds,
-                token=fleet_token,
-                transport=http_transport,
-                max_connections=settings.poll_concurrency * 2,
-            )
-            stack.push_async_callback(client.aclose)
+            client = SidecarClient(token=fleet_token)
             bucket_client = gcs_client
             if bucket_client is None:
                 bucket_client = gcs.make_client(settings)

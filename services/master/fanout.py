@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-import httpx
 from pydantic import BaseModel, Field
 
 from services.master.registry import SidecarRecord
+from services.master.wire import SidecarClient, WireError, WireResponse
 
 Operation = Literal["sync", "gc"]
 
@@ -58,14 +58,14 @@ def participants(operation: str, records: Sequence[SidecarRecord]) -> list[Sidec
 
 
 async def _call(
-    record: SidecarRecord, operation: str, client: httpx.AsyncClient, pool: asyncio.Semaphore, deadline: float
+    record: SidecarRecord, operation: str, client: SidecarClient, pool: asyncio.Semaphore, deadline: float
 ) -> SidecarCallResult:
     url = record.base_url + OPERATION_PATHS[operation][record.role]
     began = time.monotonic()
 
-    async def post() -> httpx.Response:
+    async def post() -> WireResponse:
         async with pool:
-            return await client.post(url)
+            return await client.request("POST", url)
 
     try:
         response = await asyncio.wait_for(post(), deadline)
@@ -77,20 +77,14 @@ async def _call(
             error=f"no answer within {deadline:g}s",
             elapsed_seconds=time.monotonic() - began,
         )
-    except httpx.HTTPError as exc:
-        return SidecarCallResult(
-            role=record.role,
-            ok=False,
-            timed_out=isinstance(exc, httpx.TimeoutException),
-            error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
-            elapsed_seconds=time.monotonic() - began,
-        )
-    ok = 200 <= response.status_code < 300
+    except WireError as exc:
+        return SidecarCallResult(role=record.role, ok=False, error=str(exc), elapsed_seconds=time.monotonic() - began)
+    ok = 200 <= response.status < 300
     return SidecarCallResult(
         role=record.role,
         ok=ok,
-        status_code=response.status_code,
-        error=None if ok else f"HTTP {response.status_code}",
+        status_code=response.status,
+        error=None if ok else f"HTTP {response.status}",
         elapsed_seconds=time.monotonic() - began,
     )
 
@@ -98,7 +92,7 @@ async def _call(
 async def fan_out(
     operation: str,
     records: Sequence[SidecarRecord],
-    client: httpx.AsyncClient,
+    client: SidecarClient,
     *,
     node_timeout: float,
     concurrency: int,

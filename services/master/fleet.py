@@ -9,8 +9,6 @@ import logging
 import math
 import time
 
-import httpx
-
 from services.common.contracts import Registration
 from services.common.errors import FleetError, NotFound, Unavailable
 from services.master.cluster import ClusterView, NodeView, build_node, build_view
@@ -20,6 +18,7 @@ from services.master.metrics import MasterMetrics
 from services.master.poller import Poller
 from services.master.registry import Registry, SidecarRecord
 from services.master.settings import Settings
+from services.master.wire import SidecarClient
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +41,7 @@ class Fleet:
         registry: Registry,
         poller: Poller,
         store: DesiredStore,
-        client: httpx.AsyncClient,
+        client: SidecarClient,
         metrics: MasterMetrics,
     ) -> None:
         self.settings = settings

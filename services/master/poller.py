@@ -19,12 +19,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import httpx
 from pydantic import ValidationError
 
 from services.common.contracts import SidecarStatus
 from services.common.worker import PeriodicWorker
 from services.master.registry import Registry, SidecarRecord
+from services.master.wire import SidecarClient, WireError
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class Poller(PeriodicWorker):
     def __init__(
         self,
         registry: Registry,
-        client: httpx.AsyncClient,
+        client: SidecarClient,
         *,
         interval: float,
         node_timeout: float,
@@ -160,8 +160,8 @@ class Poller(PeriodicWorker):
             status = await asyncio.wait_for(self._fetch(record), self.node_timeout)
         except TimeoutError:
             error = f"no answer within {self.node_timeout:g}s"
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        except WireError as exc:
+            error = str(exc)
         except (ValidationError, ValueError) as exc:
             error = f"invalid status payload: {exc.__class__.__name__}"
         else:
@@ -182,10 +182,10 @@ class Poller(PeriodicWorker):
 
     async def _fetch(self, record: SidecarRecord) -> SidecarStatus:
         async with self._pool:
-            response = await self.client.get(record.base_url + STATUS_PATH)
-        if response.status_code != 200:
-            raise httpx.HTTPStatusError(f"HTTP {response.status_code}", request=response.request, response=response)
-        status = SidecarStatus.model_validate_json(response.content)
+            response = await self.client.request("GET", record.base_url + STATUS_PATH)
+        if response.status != 200:
+            raise WireError(f"HTTP {response.status}")
+        status = SidecarStatus.model_validate_json(response.body)
         if (status.hostname, status.role) != record.key:
             raise ValueError(f"answered as {status.hostname}/{status.role}")
         return status

@@ -1,9 +1,9 @@
 """The download engine: one version's objects into a staging directory, fast, verified and durable.
 
-- Raw HTTP to the GCS JSON API media endpoint (urllib3, one connection per worker thread), every
-  request pinned to the generation seen in the listing (``generation=``): a replaced object answers 404
-  and the whole version is abandoned (:class:`GenerationChanged`) so the caller restarts it from a new
-  listing.
+- Raw HTTP to the GCS JSON API media endpoint (:mod:`.media`: one keep-alive connection and one buffer
+  per worker thread), every request pinned to the generation seen in the listing (``generation=``): a
+  replaced object answers 404 and the whole version is abandoned (:class:`GenerationChanged`) so the
+  caller restarts it from a new listing.
 - Concurrency across objects and across ranges of large objects: the work is a flat queue of
   ``(object, byte range)`` tasks run by ``workers`` threads; ranges are written in place with
   ``os.pwrite`` into a preallocated file, so memory stays at ``workers * buffer_bytes``.
@@ -24,29 +24,24 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
 
-import google_crc32c
-import urllib3
-
-from services.common.errors import BucketError, BucketNotFound, BucketPermissionDenied, FleetError, IntegrityError
+from services.common.errors import BucketError, IntegrityError
 from services.remote_model_puller.crc import combine_parts, from_gcs_base64, to_gcs_base64
+from services.remote_model_puller.media import DownloadCancelled, GenerationChanged, HeaderSource, MediaReader
+
+__all__ = [
+    "DownloadCancelled",
+    "Downloader",
+    "EngineOptions",
+    "GenerationChanged",
+    "HeaderSource",
+    "ObjectSpec",
+    "Progress",
+]
 
 logger = logging.getLogger(__name__)
 
 MiB = 1 << 20
-
-
-class GenerationChanged(FleetError):
-    """An object was replaced or deleted in the bucket while its version was downloading."""
-
-    status_code = 409
-    slug = "generation-changed"
-    title = "Object changed during download"
-
-
-class DownloadCancelled(FleetError):
-    """The service is stopping."""
 
 
 @dataclass(frozen=True)
@@ -79,9 +74,6 @@ class Progress:
         return self.bytes_done / elapsed
 
 
-HeaderSource = Callable[[], dict[str, str]]
-
-
 @dataclass(frozen=True)
 class EngineOptions:
     """Tuning of the engine (settings in production, small values in tests)."""
@@ -91,6 +83,10 @@ class EngineOptions:
     buffer_bytes: int = 1 * MiB
     timeout_seconds: float = 30.0
     attempts: int = 3
+    early_writeback: bool = True
+
+
+Stop = Callable[[], bool]
 
 
 class _ObjectState:
@@ -107,47 +103,56 @@ class _ObjectState:
 
 
 class Downloader:
-    """Fetch objects of one bucket with a shared connection pool (thread-safe, reusable)."""
+    """Fetch objects of one bucket with a pool of ``workers`` threads (reusable; close() at the end)."""
 
     def __init__(
         self, *, endpoint: str, bucket: str, options: EngineOptions, headers: HeaderSource | None = None
     ) -> None:
-        self.endpoint = endpoint.rstrip("/")
-        self.bucket = bucket
         self.options = options
-        self._headers = headers or dict
-        self._pool = urllib3.PoolManager(num_pools=4, maxsize=max(options.workers, 1), block=False, retries=False)
-        self.requests = 0  # object reads (ranged GETs), for the listing benchmark and metrics
+        self.reader = MediaReader(
+            endpoint=endpoint,
+            bucket=bucket,
+            timeout=options.timeout_seconds,
+            buffer_bytes=options.buffer_bytes,
+            headers=headers,
+        )
+        self._pool = ThreadPoolExecutor(max_workers=max(options.workers, 1), thread_name_prefix="download")
+
+    @property
+    def requests(self) -> int:
+        """Object reads (ranged GETs) so far: the listing benchmark and tests count them."""
+        return self.reader.requests
 
     def close(self) -> None:
-        self._pool.clear()
-
-    def media_url(self, spec: ObjectSpec) -> str:
-        name = quote(spec.name, safe="")
-        return f"{self.endpoint}/download/storage/v1/b/{self.bucket}/o/{name}?alt=media&generation={spec.generation}"
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def download_version(
         self, objects: Sequence[ObjectSpec], dest: Path, *, progress: Progress, cancel: threading.Event
     ) -> None:
         """Write every object under ``dest`` (created), verified and fsynced; raises on any failure."""
+        abort = threading.Event()  # one failed part stops the others of this version quickly
+
+        def stop() -> bool:
+            return cancel.is_set() or abort.is_set()
+
         states = [self._prepare(spec, dest) for spec in objects]
         try:
             tasks = [(state, index) for state in states for index in range(len(state.ranges))]
             # Big ranges first so the tail of the run is made of small tasks.
             tasks.sort(key=lambda t: t[0].ranges[t[1]][1] - t[0].ranges[t[1]][0], reverse=True)
-            workers = max(1, min(self.options.workers, len(tasks)))
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download") as pool:
-                futures: list[Future[None]] = [
-                    pool.submit(self._run_range, state, index, progress, cancel) for state, index in tasks
-                ]
-                done, _pending = wait(futures, return_when=FIRST_EXCEPTION)
-                failed = next((f for f in done if f.exception() is not None), None)
-                if failed is not None:
-                    cancel_local = failed.exception()
-                    for future in futures:
-                        future.cancel()
-                    assert cancel_local is not None
-                    raise cancel_local
+            futures: list[Future[None]] = [
+                self._pool.submit(self._run_range, state, index, progress, stop) for state, index in tasks
+            ]
+            done, _pending = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = next((f for f in done if f.exception() is not None), None)
+            if failed is not None:
+                abort.set()
+                for future in futures:
+                    future.cancel()
+                wait(futures)
+                error = failed.exception()
+                assert error is not None
+                raise error
         finally:
             for state in states:
                 if state.fd >= 0:
@@ -170,13 +175,13 @@ class Downloader:
                 os.ftruncate(state.fd, spec.size)
         return state
 
-    def _run_range(self, state: _ObjectState, index: int, progress: Progress, cancel: threading.Event) -> None:
+    def _run_range(self, state: _ObjectState, index: int, progress: Progress, stop: Stop) -> None:
         attempts = self.options.attempts
         for attempt in range(1, attempts + 1):
-            if cancel.is_set():
+            if stop():
                 raise DownloadCancelled("download cancelled")
             try:
-                crc = self._fetch_range(state, index, progress, cancel)
+                crc = self._fetch_range(state, index, progress, stop)
                 break
             except BucketError as exc:
                 if not exc.retryable or attempt == attempts:
@@ -187,11 +192,14 @@ class Downloader:
                     extra={"object": state.spec.name, "attempt": attempt},
                 )
                 time.sleep(min(4.0, 0.2 * 2**attempt) * random.uniform(0.5, 1.0))
-        self._finish_range(state, index, crc, progress, cancel)
+        self._finish_range(state, index, crc, progress, stop)
 
-    def _finish_range(
-        self, state: _ObjectState, index: int, crc: int, progress: Progress, cancel: threading.Event
-    ) -> None:
+    def _finish_range(self, state: _ObjectState, index: int, crc: int, progress: Progress, stop: Stop) -> None:
+        start, end = state.ranges[index]
+        if self.options.early_writeback and end > start:
+            # Start writing this range back to disk now (DONTNEED on dirty pages queues their writeback
+            # without waiting), so the fsync at the end of the object has little left to do.
+            os.posix_fadvise(state.fd, start, end - start, os.POSIX_FADV_DONTNEED)
         with state.lock:
             state.crcs[index] = crc
             state.remaining -= 1
@@ -207,11 +215,9 @@ class Downloader:
         if expected is None or from_gcs_base64(expected) == from_gcs_base64(actual):
             return
         logger.warning("crc32c mismatch: bucket says %s, got %s", expected, actual, extra={"object": state.spec.name})
-        self._refetch(state, expected, actual, progress, cancel)
+        self._refetch(state, expected, actual, progress, stop)
 
-    def _refetch(
-        self, state: _ObjectState, expected: str, actual: str, progress: Progress, cancel: threading.Event
-    ) -> None:
+    def _refetch(self, state: _ObjectState, expected: str, actual: str, progress: Progress, stop: Stop) -> None:
         """Fetch a whole object again in this thread after a CRC mismatch (bounded), then give up."""
         for _attempt in range(1, self.options.attempts):
             progress.add(-state.spec.size)
@@ -219,7 +225,7 @@ class Downloader:
             try:
                 parts = []
                 for index, (start, end) in enumerate(state.ranges):
-                    parts.append((self._fetch_range(state, index, progress, cancel), end - start))
+                    parts.append((self._fetch_range(state, index, progress, stop), end - start))
                 os.fsync(state.fd)
             finally:
                 os.close(state.fd)
@@ -233,73 +239,23 @@ class Downloader:
             object=state.spec.name,
         )
 
-    def _fetch_range(self, state: _ObjectState, index: int, progress: Progress, cancel: threading.Event) -> int:
+    def _fetch_range(self, state: _ObjectState, index: int, progress: Progress, stop: Stop) -> int:
         start, end = state.ranges[index]
         if end == start:
             return 0
-        headers = {**self._headers(), "Range": f"bytes={start}-{end - 1}"}
-        timeout = urllib3.Timeout(connect=min(self.options.timeout_seconds, 5.0), read=self.options.timeout_seconds)
-        self.requests += 1
-        try:
-            response = self._pool.request(
-                "GET", self.media_url(state.spec), headers=headers, preload_content=False, timeout=timeout
-            )
-        except urllib3.exceptions.HTTPError as exc:
-            raise BucketError(f"read {state.spec.name}: {type(exc).__name__}") from exc
-        try:
-            self._check_response(state.spec, response)
-            return self._stream(state, response, start, end, progress, cancel)
-        finally:
-            response.drain_conn()
-            response.release_conn()
+        done = 0
+        fd = state.fd
 
-    def _check_response(self, spec: ObjectSpec, response: urllib3.BaseHTTPResponse) -> None:
-        status = response.status
-        if status in (404, 412):
-            raise GenerationChanged(f"{spec.name} generation {spec.generation} is gone from the bucket")
-        if status in (401, 403):
-            raise BucketPermissionDenied(f"read {spec.name}: HTTP {status}", retryable=False)
-        if status == 429 or status >= 500:
-            raise BucketError(f"read {spec.name}: HTTP {status}")
-        if status not in (200, 206):
-            raise BucketNotFound(f"read {spec.name}: HTTP {status}", retryable=False)
-        generation = response.headers.get("x-goog-generation")
-        if generation is not None and int(generation) != spec.generation:
-            raise GenerationChanged(f"{spec.name} answered generation {generation}, expected {spec.generation}")
+        def sink(chunk: memoryview, offset: int) -> None:
+            nonlocal done
+            while chunk:
+                written = os.pwrite(fd, chunk, offset)
+                chunk, offset = chunk[written:], offset + written
+                done += written
+                progress.add(written)
 
-    def _stream(
-        self,
-        state: _ObjectState,
-        response: urllib3.BaseHTTPResponse,
-        start: int,
-        end: int,
-        progress: Progress,
-        cancel: threading.Event,
-    ) -> int:
-        crc = 0
-        offset = start
-        buffer_bytes = self.options.buffer_bytes
-        ok = False
         try:
-            while offset < end:
-                if cancel.is_set():
-                    raise DownloadCancelled("download cancelled")
-                chunk = response.read(min(buffer_bytes, end - offset))
-                if not chunk:
-                    break
-                view = memoryview(chunk)
-                while view:
-                    written = os.pwrite(state.fd, view, offset)
-                    view = view[written:]
-                    offset += written
-                crc = google_crc32c.extend(crc, chunk)
-                progress.add(len(chunk))
-            if offset != end:
-                raise BucketError(f"read {state.spec.name}: short read ({offset - start} of {end - start} bytes)")
-            ok = True
-        except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
-            raise BucketError(f"read {state.spec.name}: {type(exc).__name__} after {offset - start} bytes") from exc
-        finally:
-            if not ok:
-                progress.add(start - offset)  # a retry counts these bytes again
-        return int(crc)
+            return self.reader.read_range(state.spec.name, state.spec.generation, start, end, sink, stop)
+        except BaseException:
+            progress.add(-done)  # a retry counts these bytes again
+            raise

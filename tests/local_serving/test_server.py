@@ -47,10 +47,12 @@ class Server:
     def reload(self, *, timeout: float = 30) -> None:
         self.client.reload(self.config_text(), timeout=timeout)
 
-    def rest(self, path: str) -> tuple[int, str]:
+    def rest(self, path: str, body: object = None) -> tuple[int, str]:
         assert self.serving.rest_port is not None
+        url = f"http://127.0.0.1:{self.serving.rest_port}{path}"
+        data = None if body is None else json.dumps(body).encode()
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.serving.rest_port}{path}", timeout=5) as r:
+            with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=5) as r:
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
@@ -205,6 +207,19 @@ def test_rest_status_and_prometheus_metrics(server: Server) -> None:
     assert ':tensorflow:serving:request_count{api="Predict",model_name="m",status="OK"}' in metrics
 
 
+def test_rest_predict_row_and_columnar(server: Server) -> None:
+    status, body = server.rest("/v1/models/m/labels/stable:predict", {"instances": [[3.0], [4.0]]})
+    assert (status, json.loads(body)) == (200, {"predictions": [[3.0], [4.0]]})
+    status, body = server.rest("/v1/models/m/versions/2:predict", {"inputs": {"x": [[3.0]]}})
+    assert (status, json.loads(body)) == (200, {"outputs": [[6.0]]})
+    status, body = server.rest("/v1/models/m:predict", {"instances": [{"x": [1.0]}]})
+    assert (status, json.loads(body)) == (200, {"predictions": [[2.0]]})
+    status, body = server.rest("/v1/models/ghost:predict", {"instances": [[1.0]]})
+    assert (status, json.loads(body)) == (404, {"error": "Servable not found for request: Latest(ghost)"})
+    status, body = server.rest("/v1/models/m/labels/nope:predict", {"instances": [[1.0]]})
+    assert status == 400 and "Unrecognized servable version label" in json.loads(body)["error"]
+
+
 def test_reload_validation_rejects_bad_lists(server: Server) -> None:
     good = server.config_text()
     duplicated = good.replace(
@@ -339,7 +354,7 @@ def test_reload_adding_a_model_that_fails_reports_it_and_stays_applied(server: S
     server.models["broken"] = {"name": "broken", "base_path": base}
     err = rpc_error(server.reload)
     assert err.code() == grpc.StatusCode.UNKNOWN
-    assert err.details().startswith("1 model(s) did not become available: {{name: broken version: 1} due to error:")
+    assert err.details().startswith("1 model(s) did not become available: {{{name: broken version: 1} due to error:")
     assert "DATA_LOSS" in err.details()
     started = time.monotonic()
     server.reload()  # the config stayed applied: the same request now returns OK at once

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 
 import google_crc32c
 from hypothesis import given, settings
@@ -15,7 +16,7 @@ from services.remote_model_puller.crc import combine_parts, from_gcs_base64, to_
 @given(data=st.binary(max_size=5000), cuts=st.lists(st.integers(min_value=0, max_value=5000), max_size=6))
 def test_combined_range_crcs_equal_the_whole_object_crc(data: bytes, cuts: list[int]) -> None:
     points = sorted({0, len(data), *(c for c in cuts if c <= len(data))})
-    parts = [(google_crc32c.value(data[a:b]), b - a) for a, b in zip(points, points[1:], strict=False)]
+    parts = [(google_crc32c.value(data[a:b]), b - a) for a, b in itertools.pairwise(points)]
     assert combine_parts(parts) == google_crc32c.value(data)
 
 

@@ -5,6 +5,8 @@ signature takes ``x`` (float32, [None, 1]) and returns ``y = 7 * x``. The versio
 so ``variables.index`` and ``variables.data-*`` exist and a wrong restore would be visible in the answer.
 
 TensorFlow is imported inside the functions only: importing this module is free.
+Every version directory appears atomically (built in a hidden ``.staging-*`` sibling, then renamed),
+so a server polling the base path never sees half a model.
 
 Building a model costs ~0.1-0.3 s once TF is imported; identical requests (same version and options)
 are served from a per-process cache of finished models and copied.
@@ -105,8 +107,33 @@ def write_model(
     ``padding_bytes`` adds zero-filled float32 variables of about that size (big data shards).
     ``changed_signature`` makes the input ``features`` float32 [None, 2] (y = version * features).
     ``shards`` is the exact number of ``variables.data-K-of-N`` files.
-    The version directory must not exist yet.
+    The version directory must not exist yet. It appears atomically (built in a hidden sibling
+    directory, then renamed), so a server polling ``dir`` never loads a half-written version.
     """
+    return _staged(
+        dir,
+        version,
+        lambda staging: _write_model_in_place(
+            staging, version, padding_bytes=padding_bytes, changed_signature=changed_signature, shards=shards
+        ),
+    )
+
+
+def _staged(dir: Path, version: int, build: Any) -> Path:
+    target = Path(dir) / str(version)
+    if target.exists():
+        raise FileExistsError(target)
+    Path(dir).mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=dir))
+    try:
+        built = build(staging)
+        os.rename(built, target)
+        return target
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_model_in_place(dir: Path, version: int, *, padding_bytes: int, changed_signature: bool, shards: int) -> Path:
     if shards < 1:
         raise ValueError("shards must be >= 1")
     if version < 0:
@@ -136,18 +163,23 @@ def write_model(
 def write_corrupt_model(dir: Path, version: int, kind: CorruptKind = "truncated_pb") -> Path:
     """Write ``dir/<version>/`` that TensorFlow (and TF Serving) refuses to load; return the path.
 
-    - ``truncated_pb``: a real model whose saved_model.pb is cut in half (parse error).
-    - ``missing_variables``: a real model whose variables/ directory is gone (restore fails).
-    - ``garbage``: saved_model.pb full of random bytes, no variables.
+    - ``truncated_pb``: a real model whose saved_model.pb is cut in half (parse error, DATA_LOSS).
+    - ``missing_variables``: a real model whose variables/ directory is gone (restore fails, NOT_FOUND).
+    - ``garbage``: saved_model.pb full of random bytes, no variables (DATA_LOSS).
+    Like write_model, the directory appears atomically (never briefly as a good model).
     """
+    if kind not in ("truncated_pb", "missing_variables", "garbage"):
+        raise ValueError(f"unknown corruption kind {kind!r}")
+    return _staged(dir, version, lambda staging: _write_corrupt_in_place(staging, version, kind))
+
+
+def _write_corrupt_in_place(dir: Path, version: int, kind: CorruptKind) -> Path:
     target = Path(dir) / str(version)
     if kind == "garbage":
         target.mkdir(parents=True)
         (target / "saved_model.pb").write_bytes(b"\xff\xfe not a protobuf \x00" + os.urandom(256))
         return target
-    if kind not in ("truncated_pb", "missing_variables"):
-        raise ValueError(f"unknown corruption kind {kind!r}")
-    write_model(dir, version)
+    _write_model_in_place(dir, version, padding_bytes=0, changed_signature=False, shards=1)
     if kind == "truncated_pb":
         pb = target / "saved_model.pb"
         data = pb.read_bytes()
@@ -158,19 +190,7 @@ def write_corrupt_model(dir: Path, version: int, kind: CorruptKind = "truncated_
 
 
 def install_model(dir: Path, version: int, *, corrupt: CorruptKind | None = None, **options: Any) -> Path:
-    """Like write_model (or write_corrupt_model), but appear atomically: build beside, then rename.
-
-    A server polling ``dir`` never sees a half-written version.
-    """
-    Path(dir).mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=dir))
-    try:
-        if corrupt is None:
-            built = write_model(staging, version, **options)
-        else:
-            built = write_corrupt_model(staging, version, corrupt)
-        target = Path(dir) / str(version)
-        os.rename(built, target)
-        return target
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    """write_model, or write_corrupt_model when ``corrupt`` names a kind (both appear atomically)."""
+    if corrupt is None:
+        return write_model(dir, version, **options)
+    return write_corrupt_model(dir, version, corrupt)
