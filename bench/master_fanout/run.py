@@ -95,7 +95,7 @@ async def measure(client: httpx.AsyncClient, method: str, path: str, rounds: int
     return times, body
 
 
-async def bench(nodes: int, hung: int, rounds: int, node_timeout: float) -> int:
+async def bench(nodes: int, hung: int, rounds: int, node_timeout: float, *, smoke: bool = False) -> int:
     fleet = SimFleet(nodes, hung)
     await fleet.start()
     port = free_port()
@@ -146,14 +146,14 @@ async def bench(nodes: int, hung: int, rounds: int, node_timeout: float) -> int:
         f"  master RSS: {rss_idle:.1f} MB after registration, {rss_now:.1f} MB now, {rss_peak:.1f} MB peak "
         f"(goal <= 150 MB)"
     )
-    ok = (
-        max(refresh) <= budget
-        and max(sync) <= budget
-        and view["nodes_healthy"] == nodes - hung
-        and synced["nodes_ok"] == nodes - hung
+    within_budget = max(refresh) <= budget and max(sync) <= budget
+    correct = view["nodes_healthy"] == nodes - hung and synced["nodes_ok"] == nodes - hung
+    print(
+        f"  result: {'PASS' if within_budget and correct else 'FAIL'} "
+        f"(answers {'correct' if correct else 'WRONG'}, {'within' if within_budget else 'OVER'} budget)"
     )
-    print("  result:", "PASS" if ok else "FAIL")
-    return 0 if ok else 1
+    # --smoke (the test) fails only on wrong answers: timing goals are reported, not asserted in tests.
+    return 0 if correct and (within_budget or smoke) else 1
 
 
 def main() -> None:
@@ -166,7 +166,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.nodes, args.hung, args.rounds, args.node_timeout = 20, 2, 3, 1.0
-    raise SystemExit(asyncio.run(bench(args.nodes, args.hung, args.rounds, args.node_timeout)))
+    raise SystemExit(asyncio.run(bench(args.nodes, args.hung, args.rounds, args.node_timeout, smoke=args.smoke)))
 
 
 if __name__ == "__main__":

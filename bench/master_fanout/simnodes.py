@@ -55,7 +55,10 @@ class SimNode:
                 head = await reader.readuntil(b"\r\n\r\n")
                 self.requests += 1
                 lines = head.decode("latin-1").split("\r\n")
-                method, path, _ = lines[0].split(" ", 2)
+                request_line = lines[0].split(" ")
+                if len(request_line) != 3:
+                    break
+                method, path, _ = request_line
                 length = 0
                 for line in lines[1:]:
                     if line.lower().startswith("content-length:"):
@@ -72,7 +75,7 @@ class SimNode:
                 else:
                     writer.write(response("404 Not Found", b"{}"))
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, ValueError):
             pass
         finally:
             writer.close()

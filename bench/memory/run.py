@@ -76,7 +76,7 @@ class Sidecar:
     def __init__(self, name: str, env: dict[str, str], port: int, log_dir: Path) -> None:
         self.name = name
         self.port = port
-        self.log = open(log_dir / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.log = open(log_dir / f"{name}.log", "wb")
         module = "services.config_manager" if name == "config_manager" else "services.remote_model_puller"
         full_env = dict(os.environ, **env, FLEET_PORT=str(port), FLEET_HOST="127.0.0.1", PYTHONPATH=str(ROOT))
         self.proc = subprocess.Popen([sys.executable, "-m", module], env=full_env, stdout=self.log, stderr=self.log)

@@ -160,7 +160,8 @@ def main() -> int:
         print(
             f"  {r['mode']:>6}: mean {r['mean_seconds']:.2f}s, max {r['max_seconds']:.2f}s over {len(r['rounds'])} "
             f"versions on {r['nodes']} nodes; sync interval {r['interval']:g}s, quiet {r['quiet_period']:g}s; "
-            f"max ratio to budget {r['max_ratio']:.2f} → goal {'met' if r['goal_met'] else 'MISSED'}"
+            f"mean/interval {r['mean_seconds'] / r['interval']:.2f}; max ratio to budget {r['max_ratio']:.2f} "
+            f"→ goal {'met' if r['goal_met'] else 'MISSED'}"
         )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

@@ -9,7 +9,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.common.errors import Unavailable
-from services.config_manager.reconciler import Reconciler, config_hash
+from services.config_manager.configfile import config_hash
+from services.config_manager.reconciler import Reconciler
 from services.config_manager.status import build_status, is_ready
 
 router = APIRouter()
@@ -42,6 +43,9 @@ async def status(request: Request, reconciler: ReconcilerDep) -> JSONResponse:
     """Per model: serve/keep, on disk, in config, live states, labels, failed and held versions."""
     settings = request.app.state.settings
     payload = build_status(reconciler, hostname=settings.hostname, software_version=request.app.version)
+    registrar = request.app.state.registrar
+    payload.details["registered"] = registrar.registered if registrar is not None else None
+    payload.details["registration_error"] = registrar.last_error if registrar is not None else None
     return JSONResponse(payload.model_dump(mode="json"))
 
 

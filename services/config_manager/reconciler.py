@@ -8,19 +8,20 @@ be reached the pass stops before anything is written or deleted, and the worker 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from services.common.atomic import atomic_write_text
-from services.common.contracts.base import utcnow
-from services.common.errors import ConfigLintError, TFServingError
-from services.common.tfs import ModelEntry, VersionState, VersionStatus, lint_config, parse_config, render_config
+from services.common.contracts import LocalModelTarget
+from services.common.contracts.base import is_valid_model_name, utcnow
+from services.common.errors import TFServingError
+from services.common.tfs import ModelEntry, VersionState, VersionStatus, render_config
 from services.common.worker import PeriodicWorker
+from services.config_manager.configfile import ConfigFile, config_hash, safe_entries
 from services.config_manager.gc import GarbageCollector, plan_gc
+from services.config_manager.heap import trim_heap
 from services.config_manager.live import LiveView, Statuses, TFServingUnreachable
 from services.config_manager.loads import LoadTracker
 from services.config_manager.localdisk import (
@@ -32,16 +33,11 @@ from services.config_manager.localdisk import (
     scan_models,
 )
 from services.config_manager.metrics import Metrics
-from services.config_manager.planner import ModelObservation, ModelPlan, available_versions, plan_config
+from services.config_manager.planner import ModelObservation, available_versions, plan_config
 from services.config_manager.settings import Settings
 from services.config_manager.snapshot import Snapshot
 
 logger = logging.getLogger(__name__)
-
-
-def config_hash(text: str) -> str:
-    """Short content hash of a models.config text."""
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class Reconciler(PeriodicWorker):
@@ -76,7 +72,7 @@ class Reconciler(PeriodicWorker):
         self.gc = GarbageCollector(self.root, low_disk_free_bytes=settings.low_disk_free_bytes, free_bytes=free_space)
         self.snapshot = Snapshot()
         self.applied: list[ModelEntry] | None = None
-        self.written_text: str | None = None
+        self.config = ConfigFile(self.config_file, metrics)
         self._reapply = True  # first contact, and after tfserving was unreachable: apply and verify again
 
     def prepare(self) -> None:
@@ -107,6 +103,7 @@ class Reconciler(PeriodicWorker):
             raise
         self.metrics.reconciles.labels("ok").inc()
         self.metrics.good_reconcile()
+        trim_heap()
 
     async def _steps(self) -> None:
         for _ in range(self.settings.max_steps_per_pass):
@@ -116,9 +113,9 @@ class Reconciler(PeriodicWorker):
     async def step(self) -> bool:
         """Plan and apply once; True when the config changed (another step may follow)."""
         reading = self.desired.read()
-        targets = dict(reading.document.models) if reading.document else None
+        targets = _valid_targets(reading.document.models) if reading.document else None
         on_disk = scan_models(self.root)
-        current = self._current_entries()
+        current = self.applied if self.applied is not None else self.config.entries_at_start()
         names = set(targets or {}) | {entry.name for entry in current}
         live = await self.live.statuses(names)
         force = self._reapply
@@ -148,9 +145,9 @@ class Reconciler(PeriodicWorker):
             )
             for m in names
         )
-        entries, problems = self._safe_entries(plans, current_by_name)
+        entries, problems = safe_entries(plans, current_by_name)
         text = render_config(entries)
-        self._write(text)
+        self.config.write(text)
         changed = force or entries != self.applied
         snap = replace(
             self.snapshot,
@@ -173,15 +170,6 @@ class Reconciler(PeriodicWorker):
             await self._apply(entries, current, live, force=force)
         self._update_gauges()
         return changed
-
-    def _current_entries(self) -> list[ModelEntry]:
-        if self.applied is not None:
-            return self.applied
-        try:
-            return parse_config(self.config_file.read_text(encoding="utf-8"))
-        except (OSError, ConfigLintError) as exc:
-            logger.warning("models.config at start is not usable, starting from nothing: %s", exc)
-            return []
 
     def _detect_restart(self, current: Sequence[ModelEntry], live: Statuses) -> str | None:
         reason: str | None = None
@@ -217,44 +205,6 @@ class Reconciler(PeriodicWorker):
                     fingerprint=fingerprint,
                 )
                 self.metrics.failed_loads.inc()
-
-    def _safe_entries(
-        self, plans: Sequence[ModelPlan], current: dict[str, ModelEntry]
-    ) -> tuple[list[ModelEntry], dict[str, list[str]]]:
-        """Entries that pass lint; a refused entry falls back to the current one if that passes."""
-        entries: list[ModelEntry] = []
-        problems: dict[str, list[str]] = {}
-        for plan in plans:
-            if plan.entry is None:
-                continue
-            for candidate in (plan.entry, current.get(plan.name)):
-                if candidate is None:
-                    continue
-                try:
-                    lint_config([candidate])
-                except ConfigLintError as exc:
-                    problems.setdefault(plan.name, []).append(exc.detail)
-                    logger.error("models.config entry refused: %s", exc.detail, extra={"model": plan.name})
-                    continue
-                entries.append(candidate)
-                break
-        return entries, problems
-
-    def _write(self, text: str) -> None:
-        try:
-            on_file: str | None = self.config_file.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            on_file = None
-        if self.written_text is not None and on_file != self.written_text:
-            logger.warning(
-                "models.config was changed by someone else; putting back what config_manager wrote",
-                extra={"path": str(self.config_file)},
-            )
-            self.metrics.hand_edits.inc()
-        if on_file != text:
-            atomic_write_text(self.config_file, text)
-            logger.info("models.config written", extra={"path": str(self.config_file), "hash": config_hash(text)})
-        self.written_text = text
 
     async def _apply(
         self, entries: list[ModelEntry], previous: Sequence[ModelEntry], live: Statuses, *, force: bool
@@ -332,6 +282,14 @@ def _states(statuses: Sequence[VersionStatus] | None) -> dict[int, VersionState]
     if statuses is None:
         return None
     return {s.version: s.state for s in statuses}
+
+
+def _valid_targets(models: dict[str, LocalModelTarget]) -> dict[str, LocalModelTarget]:
+    """desired.json's models whose names are safe as directory names (others are logged and ignored)."""
+    valid = {name: t for name, t in models.items() if is_valid_model_name(name)}
+    for name in models.keys() - valid.keys():
+        logger.error("desired.json names an invalid model %r; ignored", name, extra={"model": name})
+    return valid
 
 
 def _age(path: Path) -> float:

@@ -81,6 +81,8 @@ class ModelManager:
         self._seq = 0
         self._reconcile_wanted = False
         self._stopping = False
+        #: Completed filesystem polls (dropped ones, e.g. for a missing base_path, do not count).
+        self.polls = 0
         self._thread = threading.Thread(target=self._run, name="model-manager", daemon=True)
 
     # ---- control -------------------------------------------------------------------------------
@@ -191,6 +193,7 @@ class ModelManager:
                 self._aspired[name] = versions
                 # A failed version is retried only once it left the disk (or the config) and came back.
                 self._errored = {key for key in self._errored if key[0] != name or key[1] in versions}
+            self.polls += 1
 
     def _reconcile(self) -> None:
         while not self._stopping:

@@ -144,6 +144,8 @@ def make_router() -> APIRouter:  # noqa: C901 - one route each
     @router.get("/nodes/{hostname}", tags=["nodes"])
     async def get_node(hostname: Hostname, fleet: FleetDep) -> NodeView:
         """One node, merged per model."""
+        if hostname == "register":
+            raise StarletteHTTPException(405)  # /v1/nodes/register takes POST only
         return fleet.node(hostname)
 
     @router.post("/nodes/{hostname}/sync", tags=["operations"])
@@ -263,12 +265,14 @@ FALLBACK_METHODS = ["GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"]
 
 
 def allowed_methods(request: Request) -> set[str]:
-    """Methods of the real routes matching this path (the fallback route excluded)."""
-    allowed: set[str] = set()
+    """Methods of the real routes matching this path (the fallback route excluded); a literal path
+    (``/v1/nodes/register``) wins over a template that also matches it (``/v1/nodes/{hostname}``)."""
+    literal: set[str] = set()
+    templated: set[str] = set()
     for route in request.app.state.api_router.routes:
         if isinstance(route, BaseRoute) and getattr(route, "name", None) != FALLBACK:
             match, _ = route.matches({**request.scope, "method": "GET"})
             methods = getattr(route, "methods", None) or set()
             if match != Match.NONE and methods:
-                allowed |= set(methods)
-    return allowed
+                (templated if "{" in getattr(route, "path", "") else literal).update(methods)
+    return literal or templated

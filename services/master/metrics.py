@@ -29,12 +29,6 @@ class MasterMetrics:
         self.registrations = Counter(
             "modelfleet_master_registrations_total", "Registrations and heartbeats", ["role"], registry=registry
         )
-        self.desired_writes = Counter(
-            "modelfleet_master_desired_state_writes_total",
-            "Desired-state write attempts",
-            ["result"],
-            registry=registry,
-        )
         self.operations = Counter(
             "modelfleet_master_operations_total", "Cluster/node operations", ["operation", "result"], registry=registry
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from services.common.settings import BucketSettings, FleetSettings
 
@@ -25,6 +25,12 @@ class Settings(FleetSettings, BucketSettings):
     bucket_deadline_seconds: float = Field(default=10.0, gt=0, description="overall deadline of one bucket call")
     bucket_cache_seconds: float = Field(default=10.0, ge=0, description="reuse of a bucket listing for reads")
     audit_read_limit: int = Field(default=500, ge=1, description="most audit entries read per request")
+
+    @model_validator(mode="after")
+    def _drop_after_stale(self) -> Settings:
+        if self.node_drop_seconds <= self.node_stale_seconds:
+            raise ValueError("FLEET_NODE_DROP_SECONDS must be larger than FLEET_NODE_STALE_SECONDS")
+        return self
 
     def registry_path(self) -> Path:
         """Where the node registry lives (``FLEET_STATE_DIR/registry.json``)."""

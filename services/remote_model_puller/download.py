@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import logging
 import os
 import random
@@ -87,6 +89,22 @@ class EngineOptions:
 
 
 Stop = Callable[[], bool]
+FSYNC_ALONE_BYTES = 8 * MiB
+
+
+def syncfs(directory: Path) -> None:
+    """Flush the filesystem holding ``directory`` (Linux syncfs; ``sync`` elsewhere)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "syncfs"):
+        os.sync()
+        return
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if libc.syncfs(fd) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, os.strerror(error))
+    finally:
+        os.close(fd)
 
 
 class _ObjectState:
@@ -100,6 +118,28 @@ class _ObjectState:
         self.remaining = len(ranges)
         self.lock = threading.Lock()
         self.fd = -1
+        self.opened = False
+
+    @property
+    def fsync_alone(self) -> bool:
+        """Big objects are fsynced by themselves as they finish; small ones by one syncfs at the end
+        (thousands of fsyncs would serialise on the filesystem journal)."""
+        return self.spec.size >= FSYNC_ALONE_BYTES
+
+    def open(self) -> int:
+        """Create and preallocate the file on first use (at most ~workers files open at once)."""
+        with self.lock:
+            if not self.opened:
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o664)
+                self.opened = True
+                if self.spec.size:
+                    try:
+                        os.posix_fallocate(self.fd, 0, self.spec.size)  # ENOSPC now, not halfway through
+                    except OSError as exc:
+                        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                            raise
+                        os.ftruncate(self.fd, self.spec.size)
+            return self.fd
 
 
 class Downloader:
@@ -153,6 +193,8 @@ class Downloader:
                 error = failed.exception()
                 assert error is not None
                 raise error
+            if any(not state.fsync_alone for state in states):
+                syncfs(dest)
         finally:
             for state in states:
                 if state.fd >= 0:
@@ -164,16 +206,7 @@ class Downloader:
         path.parent.mkdir(parents=True, exist_ok=True)
         step = self.options.range_bytes
         ranges = [(start, min(start + step, spec.size)) for start in range(0, spec.size, step)] or [(0, 0)]
-        state = _ObjectState(spec, path, ranges)
-        state.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o664)
-        if spec.size:
-            try:
-                os.posix_fallocate(state.fd, 0, spec.size)  # ENOSPC now, not halfway through
-            except OSError as exc:
-                if exc.errno not in (95, 22):  # EOPNOTSUPP / EINVAL: filesystem cannot, fall back
-                    raise
-                os.ftruncate(state.fd, spec.size)
-        return state
+        return _ObjectState(spec, path, ranges)
 
     def _run_range(self, state: _ObjectState, index: int, progress: Progress, stop: Stop) -> None:
         attempts = self.options.attempts
@@ -196,7 +229,8 @@ class Downloader:
 
     def _finish_range(self, state: _ObjectState, index: int, crc: int, progress: Progress, stop: Stop) -> None:
         start, end = state.ranges[index]
-        if self.options.early_writeback and end > start:
+        state.open()  # empty objects have no range to fetch but still become a file
+        if self.options.early_writeback and state.fsync_alone:
             # Start writing this range back to disk now (DONTNEED on dirty pages queues their writeback
             # without waiting), so the fsync at the end of the object has little left to do.
             os.posix_fadvise(state.fd, start, end - start, os.POSIX_FADV_DONTNEED)
@@ -206,7 +240,8 @@ class Downloader:
             last = state.remaining == 0
         if not last:
             return
-        os.fsync(state.fd)
+        if state.fsync_alone:
+            os.fsync(state.fd)
         os.close(state.fd)
         state.fd = -1
         parts = [(c or 0, end - start) for c, (start, end) in zip(state.crcs, state.ranges, strict=True)]
@@ -244,7 +279,7 @@ class Downloader:
         if end == start:
             return 0
         done = 0
-        fd = state.fd
+        fd = state.open()
 
         def sink(chunk: memoryview, offset: int) -> None:
             nonlocal done

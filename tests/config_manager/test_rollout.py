@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from services.common.tfs import parse_config
 from tests.config_manager.conftest import Node, predict_loop, target
+
+pytestmark = pytest.mark.slow
 
 
 async def test_roll_1_2_3_with_predict_loop_has_zero_failures(node: Node) -> None:

@@ -132,7 +132,8 @@ def test_failed_load_is_retried_then_ends_and_is_not_retried_while_on_disk(
     time.sleep(0.6)  # several polls
     assert loader.attempts.count(("m", 2)) == 3
     (tmp_path / "2").rename(tmp_path / "away")
-    time.sleep(0.5)
+    polls = manager.polls
+    wait_until(lambda: manager.polls >= polls + 2)  # a complete poll saw the version gone
     (tmp_path / "away").rename(tmp_path / "2")  # removed and re-added: loaded again (now it works)
     wait_until(lambda: states(manager, "m") == [(2, State.AVAILABLE), (1, State.END)])
     assert loader.attempts.count(("m", 2)) == 4
@@ -156,9 +157,12 @@ def test_missing_base_path_stalls_polling_for_every_model(
     manager = make_manager()
     manager.wait_first_final(["good"], manager.set_sources({"good": source(good, name="good")}))
     manager.set_sources({"good": source(good, name="good"), "ghost": source(tmp_path / "ghost", name="ghost")})
+    time.sleep(0.4)  # let a poll that started before "ghost" was added finish
+    polls = manager.polls
     (good / "2").mkdir()
     time.sleep(0.6)
     assert states(manager, "good") == [(1, State.AVAILABLE)]
+    assert manager.polls == polls  # every poll was dropped
     (tmp_path / "ghost" / "1").mkdir(parents=True)
     wait_until(lambda: states(manager, "good") == [(2, State.AVAILABLE), (1, State.END)])
     assert states(manager, "ghost") == [(1, State.AVAILABLE)]

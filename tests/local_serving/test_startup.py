@@ -33,7 +33,7 @@ def test_port_opens_only_once_every_model_is_loaded_and_sigterm_kills_at_once(
     )
     serving = launch_local_serving(config, extra_args=fast_flags)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         while "Adding/updating models" not in serving.stderr_text() and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(2)
@@ -41,7 +41,7 @@ def test_port_opens_only_once_every_model_is_loaded_and_sigterm_kills_at_once(
         assert serving.proc.poll() is None
         assert not port_open(serving.port)
         install_model(tmp_path / "late", 7)
-        wait_until_serving(serving, timeout=30)
+        wait_until_serving(serving, timeout=120)
         client = UpstreamClient(serving.target)
         assert client.predict("late") == (7, 7.0)
         assert client.predict("ready") == (1, 1.0)
@@ -49,7 +49,7 @@ def test_port_opens_only_once_every_model_is_loaded_and_sigterm_kills_at_once(
         started = time.monotonic()
         serving.proc.send_signal(signal.SIGTERM)
         assert serving.proc.wait(5) == -signal.SIGTERM  # no handler, no drain
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 5
     finally:
         serving.stop()
 

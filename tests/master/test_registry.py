@@ -151,7 +151,12 @@ def test_master_killed_mid_write_loses_no_acknowledged_registration(
         threads = [threading.Thread(target=hammer, args=(w,)) for w in range(4)]
         for t in threads:
             t.start()
-        time.sleep(0.4 + 0.3 * round_number)
+        # Kill while registrations are streaming in (after a few acknowledgements, at a varying moment).
+        before = len(acked)
+        deadline = time.monotonic() + 20
+        while len(acked) < before + 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05 * round_number)
         master.send_signal(signal.SIGKILL)
         master.wait(timeout=10)
         stop.set()

@@ -115,7 +115,7 @@ def launch_local_serving(
     return ServingProcess(proc, port, rest_port, log_path)
 
 
-def wait_until_serving(serving: ServingProcess, timeout: float = 60) -> None:
+def wait_until_serving(serving: ServingProcess, timeout: float = 120) -> None:
     """Wait for the gRPC port; raise ServingStartError if the process exits or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -140,15 +140,17 @@ def start_local_serving(
     config_file: Path | None,
     *,
     extra_args: Sequence[str] = (),
-    timeout: float = 60,
+    timeout: float = 120,
     port: int | None = None,
+    log_dir: Path | None = None,
 ) -> ServingProcess:
     """Start local_serving on a free port and wait until its gRPC port accepts connections.
 
     ``config_file`` None means single-model mode (pass ``--model_base_path=...`` in ``extra_args``).
+    The server's output goes to ``log_dir`` (a new temp dir by default; see ``.stderr_text()``).
     Use as a context manager, or call ``.stop()`` (SIGKILL) yourself.
     """
-    serving = launch_local_serving(config_file, port=port, extra_args=extra_args)
+    serving = launch_local_serving(config_file, port=port, extra_args=extra_args, log_dir=log_dir)
     try:
         wait_until_serving(serving, timeout)
     except BaseException:
@@ -225,7 +227,7 @@ class UpstreamClient:
         text_format.Parse(config_text, request.config)
         self.model_service.HandleReloadConfigRequest(request, timeout=timeout)
 
-    def wait_for_state(self, model: str, version: int, state: str, *, timeout: float = 30) -> tuple[int, str, int, str]:
+    def wait_for_state(self, model: str, version: int, state: str, *, timeout: float = 60) -> tuple[int, str, int, str]:
         """Poll GetModelStatus until ``version`` of ``model`` is in ``state``; returns that entry."""
         import grpc
 
