@@ -56,10 +56,16 @@ def main() -> None:
     parser.add_argument("--remote", required=True)
     parser.add_argument("--local", required=True, type=Path)
     parser.add_argument("--state", required=True, type=Path)
-    parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--range-mib", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--range-mib", type=int, default=None)
     args = parser.parse_args()
+    tuning: dict[str, int] = {}
+    if args.workers:
+        tuning["download_workers"] = args.workers
+    if args.range_mib:
+        tuning["download_range_bytes"] = args.range_mib << 20
     settings = Settings(
+        **tuning,
         hostname="bench",
         remote_model_directory=args.remote,
         storage_emulator_host=args.emulator,
@@ -67,8 +73,6 @@ def main() -> None:
         state_dir=args.state,
         quiet_period_seconds=0,
         disk_margin_bytes=0,
-        download_workers=args.workers,
-        download_range_bytes=args.range_mib << 20,
     )
     print(json.dumps(asyncio.run(one_pass(settings))))
 

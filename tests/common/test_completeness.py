@@ -95,24 +95,30 @@ def test_marker_semantics() -> None:
     with_marker = [*objs, obj("m/1/_COMPLETE", age=0.5)]
     assert scan(with_marker, marker="_COMPLETE").models["m"].complete_versions == [1]
     rewritten = [*with_marker, obj("m/1/variables/variables.data-00000-of-00002", age=0.1)]
-    rewritten = [o for o in rewritten if not (o.name.endswith("data-00000-of-00002") and o.updated < NOW - timedelta(seconds=0.5))]
+    rewritten = [
+        o
+        for o in rewritten
+        if not (o.name.endswith("data-00000-of-00002") and o.updated < NOW - timedelta(seconds=0.5))
+    ]
     assert "updated after marker" in scan(rewritten, marker="_COMPLETE").models["m"].incomplete[1]
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.sampled_from(["m/", "m/1/", "m/1/variables/", "m/1/variables_$folder$", "m/1_$folder$"]), max_size=5))
+@given(
+    st.lists(st.sampled_from(["m/", "m/1/", "m/1/variables/", "m/1/variables_$folder$", "m/1_$folder$"]), max_size=5)
+)
 def test_folder_placeholders_are_ignored(placeholders: list[str]) -> None:
     objs = version_objects("m", "1", 1) + [obj(p, age=0) for p in placeholders]
     assert scan(objs).models["m"].complete_versions == [1]
 
 
 def test_reserved_invalid_and_non_numeric_names_are_not_models_or_versions() -> None:
-    objs = (
-        version_objects("m", "1", 1)
-        + [obj("_fleet/state.json"), obj(".tmp/1/saved_model.pb"), obj("m/latest/saved_model.pb")]
-        + [obj("m/v2/saved_model.pb"), obj("m/1.tmp/saved_model.pb"), obj("bad name/1/saved_model.pb")]
-        + [obj("m/99999999999999999999/saved_model.pb"), obj("README.md"), obj("m/notes.txt")]
-    )
+    names = [
+        "_fleet/state.json", ".tmp/1/saved_model.pb", "m/latest/saved_model.pb", "m/v2/saved_model.pb",
+        "m/1.tmp/saved_model.pb", "bad name/1/saved_model.pb", "m/99999999999999999999/saved_model.pb",
+        "README.md", "m/notes.txt",
+    ]  # fmt: skip
+    objs = [*version_objects("m", "1", 1), *(obj(n) for n in names)]
     result = scan(objs)
     assert set(result.models) == {"m"}
     assert result.models["m"].complete_versions == [1]

@@ -30,10 +30,17 @@ from services.common.contracts import (
 DOCS = [
     DesiredStateDocument(models={"ranker": ModelPolicy(pinned=[3], labels={"stable": 3}, keep=2)}),
     LocalDesired(models={"ranker": LocalModelTarget(serve=[3], keep=[2], labels={"stable": 3})}, generation=17),
-    Manifest(model="ranker", version=3, objects=[ManifestObject(name="saved_model.pb", size=5, crc32c="AAAAAA==", generation=9)], total_bytes=5),
+    Manifest(
+        model="ranker",
+        version=3,
+        objects=[ManifestObject(name="saved_model.pb", size=5, crc32c="AAAAAA==", generation=9)],
+        total_bytes=5,
+    ),
     FailedDocument(versions=[FailedVersion(model="ranker", version=4, message="boom", fingerprint="abc")]),
     Registration(hostname="node-1", role="puller", base_url="http://node-1:8001"),
-    SidecarStatus(hostname="node-1", role="config_manager", models={"ranker": ModelNodeStatus(serve=[3], available=[3])}),
+    SidecarStatus(
+        hostname="node-1", role="config_manager", models={"ranker": ModelNodeStatus(serve=[3], available=[3])}
+    ),
     AuditEntry(actor="alice", action="pin", model="ranker", before=None, after=ModelPolicy(pinned=[3])),
 ]
 

@@ -31,10 +31,14 @@ def test_if_generation_match_gives_412_and_zero_means_create_only(bucket: storag
     generation = bucket.get_blob("_fleet/state.json").generation
     with pytest.raises(gexc.PreconditionFailed):
         bucket.blob("_fleet/state.json").upload_from_string(b"x", if_generation_match=generation + 1)
-    new_gen = gcs.write_object(bucket.client, bucket.name, "_fleet/state.json", b"y", if_generation_match=generation, timeout=5)
+    new_gen = gcs.write_object(
+        bucket.client, bucket.name, "_fleet/state.json", b"y", if_generation_match=generation, timeout=5
+    )
     assert new_gen != generation
     with pytest.raises(PreconditionFailed):
-        gcs.write_object(bucket.client, bucket.name, "_fleet/state.json", b"z", if_generation_match=generation, timeout=5)
+        gcs.write_object(
+            bucket.client, bucket.name, "_fleet/state.json", b"z", if_generation_match=generation, timeout=5
+        )
 
 
 def test_listing_paginates_with_one_call_per_page(bucket: storage.Bucket) -> None:

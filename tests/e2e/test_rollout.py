@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from services.local_fleet.savedmodels import write_corrupt_model, write_model
 
 from services.common.errors import TFServingError
 from services.common.tfs import TFServingClient
 from services.local_fleet.convergence import predict_once, wait_available
 from services.local_fleet.fleet import LocalFleet
-from services.local_fleet.savedmodels import write_corrupt_model, write_model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 MODEL = "ranker"

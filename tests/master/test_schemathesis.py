@@ -45,7 +45,7 @@ schema = schemathesis.openapi.from_dict(create_app(Settings()).openapi())
 
 @pytest.mark.slow
 @schema.parametrize()
-@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 def test_master_api_conforms_to_its_schema(case: schemathesis.Case, fuzz_master: MasterHandle) -> None:
     case.call_and_validate(
         base_url=fuzz_master.url,
