@@ -21,7 +21,6 @@ from services.common.tfs import ModelEntry, VersionState, VersionStatus, render_
 from services.common.worker import PeriodicWorker
 from services.config_manager.configfile import ConfigFile, config_hash, safe_entries
 from services.config_manager.gc import GarbageCollector, plan_gc
-from services.config_manager.heap import trim_heap
 from services.config_manager.live import LiveView, Statuses, TFServingUnreachable
 from services.config_manager.loads import LoadTracker
 from services.config_manager.localdisk import (
@@ -103,7 +102,6 @@ class Reconciler(PeriodicWorker):
             raise
         self.metrics.reconciles.labels("ok").inc()
         self.metrics.good_reconcile()
-        trim_heap()
 
     async def _steps(self) -> None:
         for _ in range(self.settings.max_steps_per_pass):

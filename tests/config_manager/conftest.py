@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,16 +170,3 @@ async def predict_loop(node: Node, model: str, *, label: str | None = None) -> A
         stop.set()
         await task
         await client.close()
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No runbook variables from the outer environment leak into Settings."""
-    for name in (
-        "TENSORFLOW_SERVING_CONFIG_FILE",
-        "TENSORFLOW_SERVING_GRPC_TARGET",
-        "LOCAL_MODEL_DIRECTORY",
-        "HOSTNAME",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    yield

@@ -92,27 +92,31 @@ async def test_tfserving_restart_and_outage(node: Node) -> None:
     node.add_version("m", 2)
     node.desire(m=target([2], keep=[1, 2], labels={"stable": 2}))
     assert await reconciler.run_now()
+    node.add_version("m", 3, corrupt=True)
+    node.desire(m=target([3], keep=[1, 2, 3], labels={"stable": 3}))
+    assert await reconciler.run_now()
+    assert served(node) == [("m", (2,), {"stable": 2})]  # 3 failed: dropped, 2 keeps the label
     config_before = node.config_file.read_text()
 
     # Outage: nothing changes, nothing is deleted, the pass fails (the worker backs off).
     node.stop_serving()
-    node.add_version("m", 3)
-    node.desire(m=target([3], labels={"stable": 3}))
+    node.add_version("m", 4)
+    node.desire(m=target([4], labels={"stable": 4}))
     assert not await reconciler.run_now()
     assert node.config_file.read_text() == config_before
-    assert sorted(p.name for p in (node.root / "m").iterdir()) == ["1", "2", "3"]
+    assert sorted(p.name for p in (node.root / "m").iterdir()) == ["1", "2", "3", "4"]
     status = build_status(reconciler, hostname="n1", software_version="t")
     assert not status.ready and any(a.kind == "tfserving-unreachable" for a in status.alarms)
 
     # tfserving comes back from models.config alone: it starts (no label or failed-version trap).
-    node.desire(m=target([2], keep=[1, 2], labels={"stable": 2}))
+    node.desire(m=target([3], keep=[1, 2, 3], labels={"stable": 3}))
     await asyncio.to_thread(node.start_serving)
     assert await answer(node, "m", label="stable") == 2
     reloads_before = reconciler.snapshot.reloads
     assert await reconciler.run_now(), reconciler.last_error
     assert reconciler.snapshot.reloads == reloads_before + 1  # re-applied (and verified) once
     assert build_status(reconciler, hostname="n1", software_version="t").ready
-    assert served(node) == [("m", (2,), {"stable": 2})]
+    assert served(node) == [("m", (2,), {"stable": 2})]  # 3 is still failed with these bytes
     assert reconciler.snapshot.live["m"] is not None
     assert [s.state.name for s in reconciler.snapshot.live["m"] if s.version == 2] == ["AVAILABLE"]
 

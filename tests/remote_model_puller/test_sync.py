@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 from collections.abc import Callable
 from pathlib import Path
 
@@ -149,3 +150,23 @@ async def test_object_replaced_mid_download_restarts_the_version(
         assert worker.metrics.errors.labels(kind="generation-changed")._value.get() == 1
         assert await worker.run_now(), worker.last_error
     assert (target / "variables" / "variables.data-00000-of-00002").read_bytes() == replacement
+
+
+async def test_version_with_many_more_objects_than_open_files_allowed(
+    tmp_path: Path, bucket: storage.Bucket, make_worker: Callable[..., SyncWorker]
+) -> None:
+    src = write_fake_model(tmp_path / "src", 1, shards=1)
+    assets = src / "assets"
+    assets.mkdir()
+    for k in range(150):
+        (assets / f"vocab-{k:03d}.txt").write_bytes(os.urandom(500))
+    upload_version(bucket, src, "ranker", "1")
+    worker = make_worker()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 60, hard))
+    try:
+        assert await worker.run_now(), worker.last_error
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert tree(worker.settings.local_model_directory / "ranker" / "1") == tree(src)
