@@ -8,6 +8,7 @@ Predict answers, then runs until Ctrl-C and shuts everything down.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import tempfile
 import threading
@@ -32,7 +33,8 @@ def main() -> None:
 
 
 def _publish_and_watch(fleet: LocalFleet, version: int, work: Path) -> None:
-    from services.local_fleet.savedmodels import write_model
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # a CLI: keep TensorFlow's C++ start-up logs quiet
+    from services.local_fleet.savedmodels import write_model  # TensorFlow is heavy: import on use
 
     version_dir = write_model(work, version)
     objects = fleet.publish(EXAMPLE_MODEL, version_dir)
@@ -50,20 +52,20 @@ def _publish_and_watch(fleet: LocalFleet, version: int, work: Path) -> None:
 
 def _summary(fleet: LocalFleet) -> None:
     table = Table(title="What serves where")
-    for column in ("node", "gRPC (TF Serving API)", "Predict example x=1", "puller", "config_manager"):
+    for column in ("node", "TF Serving gRPC", "Predict x=1"):
         table.add_column(column)
     for node in fleet.nodes:
         version, y = asyncio.run(predict_once(node, EXAMPLE_MODEL))
-        table.add_row(
-            node.hostname,
-            node.grpc_target,
-            f"v{version} → y={y:g}",
-            f"http://127.0.0.1:{node.puller_port}/v1/status",
-            f"http://127.0.0.1:{node.config_manager_port}/v1/status",
-        )
+        table.add_row(node.hostname, node.grpc_target, f"v{version} → y={y:g}")
     console.print(table)
+    for node in fleet.nodes:
+        console.print(
+            f"{node.hostname} status: http://127.0.0.1:{node.puller_port}/v1/status (puller), "
+            f"http://127.0.0.1:{node.config_manager_port}/v1/status (config_manager)",
+            soft_wrap=True,
+        )
     token_file = fleet.root / "secrets" / "admin_tokens"
-    console.print(f"\nmaster admin API: {fleet.master_url}  (OpenAPI docs: {fleet.master_url}/docs)")
+    console.print(f"\nmaster admin API: {fleet.master_url}  (OpenAPI docs: {fleet.master_url}/docs)", soft_wrap=True)
     console.print(f"admin token: {token_file} (name:token)\n\ntry fleetctl:")
     console.print(f"  export FLEETCTL_MASTER={fleet.master_url}")
     console.print(f"  export FLEETCTL_TOKEN=$(cut -d: -f2 {token_file})")

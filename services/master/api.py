@@ -98,12 +98,13 @@ Actor = Annotated[str, Depends(admin_actor)]
 IfMatch = Annotated[str | None, Header(alias="If-Match")]
 
 
-def model_name(model: str) -> str:
+def model_name(model: Annotated[str, Path(examples=["ranker"])]) -> str:
     """Path parameter check: 422 for traversal and odd characters."""
     return validate_model_name(model)
 
 
 ModelName = Annotated[str, Depends(model_name)]
+LabelName = Annotated[str, Path(max_length=64, examples=["stable"])]
 
 
 def parse_if_match(value: str | None) -> int | None:
@@ -183,7 +184,7 @@ def make_router() -> APIRouter:  # noqa: C901 - one route each
     @router.put("/models/{model}/labels/{label}", tags=["models"])
     async def put_label(
         model: ModelName,
-        label: str,
+        label: LabelName,
         body: LabelTarget,
         fleet: FleetDep,
         actor: Actor,
@@ -199,7 +200,7 @@ def make_router() -> APIRouter:  # noqa: C901 - one route each
 
     @router.delete("/models/{model}/labels/{label}", tags=["models"])
     async def delete_label(
-        model: ModelName, label: str, fleet: FleetDep, actor: Actor, response: Response, if_match: IfMatch = None
+        model: ModelName, label: LabelName, fleet: FleetDep, actor: Actor, response: Response, if_match: IfMatch = None
     ) -> ChangeResult:
         """Remove a label."""
         result = await unset_label(fleet.store, model, label, actor=actor, if_match=parse_if_match(if_match))

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from services.local_fleet.savedmodels import write_corrupt_model, write_model
 
 from services.common.errors import TFServingError
 from services.common.tfs import TFServingClient
 from services.local_fleet.convergence import predict_once, wait_available
 from services.local_fleet.fleet import LocalFleet
+from services.local_fleet.savedmodels import write_corrupt_model, write_model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 MODEL = "ranker"
@@ -26,7 +26,11 @@ MODEL = "ranker"
 def fleetctl(fleet: LocalFleet, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "FLEETCTL_MASTER": fleet.master_url, "FLEETCTL_TOKEN": fleet.admin_token}
     result = subprocess.run(
-        [sys.executable, "-m", "services.master.fleetctl", *args], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "services.master.fleetctl", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
@@ -79,7 +83,7 @@ async def under_load(fleet: LocalFleet, action: Any, *, label: str | None = None
 
 
 def status_json(fleet: LocalFleet) -> dict[str, Any]:
-    return json.loads(fleetctl(fleet, "status", "--json").stdout)  # type: ignore[no-any-return]
+    return json.loads(fleetctl(fleet, "--json", "status").stdout)  # type: ignore[no-any-return]
 
 
 async def test_rollout_pin_label_and_corrupt_version(fleet: LocalFleet, models_dir: Path) -> None:
@@ -124,15 +128,18 @@ async def test_rollout_pin_label_and_corrupt_version(fleet: LocalFleet, models_d
     fleetctl(fleet, "unpin", MODEL)
     write_corrupt_model(models_dir, 3, kind="truncated_pb")
     fleet.publish(MODEL, models_dir / "3")
-    deadline = asyncio.get_running_loop().time() + 120
+    deadline = asyncio.get_running_loop().time() + 180
     while True:
-        status = fleetctl(fleet, "status", "--json").stdout
-        if status.count('"3"') >= len(fleet.nodes) and "failed" in status:
-            text = fleetctl(fleet, "status").stdout
-            if text.count("v3") >= 1 or "3" in text:
-                break
-        assert asyncio.get_running_loop().time() < deadline, status
+        status = status_json(fleet)
+        failed = {node["hostname"]: node["models"].get(MODEL, {}).get("failed", {}) for node in status["nodes"]}
+        if all("3" in reasons for reasons in failed.values()) and len(failed) == len(fleet.nodes):
+            break
+        assert asyncio.get_running_loop().time() < deadline, failed
         await asyncio.sleep(1)
+    for reasons in failed.values():
+        assert "parse" in reasons["3"].lower() or "proto" in reasons["3"].lower(), reasons
+    table = fleetctl(fleet, "status").stdout
+    assert "3" in table and "fail" in table.lower()
     for node in fleet.nodes:
         version, _ = await predict_once(node, MODEL)
         assert version == 2
