@@ -10,7 +10,7 @@ against a local fleet while:
 then keeps calling until at least ``--calls`` Predicts were made. Goal: 0 failed. Exit status 1 if any.
 
     .venv/bin/python bench/availability/run.py            # 3 nodes, >= 10,000 calls
-    .venv/bin/python bench/availability/run.py --smoke    # 2 nodes, >= 1,000 calls (for tests)
+    .venv/bin/python bench/availability/run.py --smoke    # 2 nodes, >= 1,000 calls, node-1 restarted (tests)
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ def converge(fleet: LocalFleet, versions: list[int], timeout: float = 120.0) -> 
     asyncio.run(wait_available(fleet.nodes, MODEL, versions, timeout=timeout))
 
 
-def restart_sidecars(fleet: LocalFleet, *, crash: bool) -> None:
-    """Every node's puller and config_manager, one node at a time, each waited healthy again."""
-    for node in fleet.nodes:
+def restart_sidecars(fleet: LocalFleet, *, crash: bool, nodes: int) -> None:
+    """The first ``nodes`` nodes' puller and config_manager, one node at a time, each waited healthy again."""
+    for node in fleet.nodes[:nodes]:
         for role in ("puller", "config_manager"):
             proc = node.processes[role]
             if crash:
@@ -99,8 +99,18 @@ def run(args: argparse.Namespace) -> tuple[PredictStats, list[dict[str, Any]]]:
 
             phase(loop, "rollout v1→v2", marks, rollout)
             phase(loop, "rollback v2→v1", marks, lambda: rollback(fleet))
-            phase(loop, "restart sidecars (SIGTERM)", marks, lambda: restart_sidecars(fleet, crash=False))
-            phase(loop, "restart sidecars (SIGKILL)", marks, lambda: restart_sidecars(fleet, crash=True))
+            phase(
+                loop,
+                "restart sidecars (SIGTERM)",
+                marks,
+                lambda: restart_sidecars(fleet, crash=False, nodes=args.restart_nodes),
+            )
+            phase(
+                loop,
+                "restart sidecars (SIGKILL)",
+                marks,
+                lambda: restart_sidecars(fleet, crash=True, nodes=args.restart_nodes),
+            )
             phase(loop, "steady until enough calls", marks, lambda: loop.wait_total(args.calls, timeout=600))
             converge(fleet, [1], timeout=10)
             stats = loop.stop()
@@ -116,10 +126,11 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=10_000, help="at least this many Predicts")
     parser.add_argument("--rate", type=float, default=250.0, help="calls per second, all nodes together")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--restart-nodes", type=int, default=1000, help="restart the sidecars of this many nodes")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     if args.smoke:
-        args.nodes, args.calls = 2, 1_000
+        args.nodes, args.calls, args.restart_nodes = 2, 1_000, 1
     stats, marks = run(args)
     ratio = stats.failed / stats.total if stats.total else 1.0
     print(

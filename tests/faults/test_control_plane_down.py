@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import shutil
 import time
 from pathlib import Path
@@ -79,22 +78,22 @@ def test_bucket_down_serving_unaffected_status_shows_it_recovers(
 ) -> None:
     fleet.publish(MODEL, model_versions[1])
     converge(fleet.nodes, [1])
+    errors: dict[str, tuple[float, str]] = {}  # node → (seconds into the outage, the error its puller shows)
+    alarms: dict[str, list[str]] = {}  # node → alarm kinds in master's cluster view during the outage
     with PredictLoop(targets(fleet.nodes), MODEL) as loop:
         stopped_at = time.monotonic()
         fleet.gcs.stop()
-        errors = {
-            n.hostname: wait_for(
-                functools.partial(_bucket_error, n),
-                timeout=BUCKET_OUTAGE_SECONDS,
-                what=f"{n.hostname}'s puller reporting the bucket error",
-            )
-            for n in fleet.nodes
-        }
-        seen_after = time.monotonic() - stopped_at
-        # master's cluster view carries it too (what `fleetctl status`/an alert would read).
-        cluster = fleet.cluster()
-        alarms = {n["hostname"]: [a["kind"] for a in n["sidecars"]["puller"]["alarms"]] for n in cluster["nodes"]}
-        time.sleep(max(0.0, BUCKET_OUTAGE_SECONDS - (time.monotonic() - stopped_at)))
+        while time.monotonic() - stopped_at < BUCKET_OUTAGE_SECONDS:
+            for node in fleet.nodes:
+                if node.hostname not in errors and (error := _bucket_error(node)):
+                    errors[node.hostname] = (time.monotonic() - stopped_at, error)
+            if len(errors) == len(fleet.nodes) and not alarms:
+                # master's cluster view carries it too (what `fleetctl status` and alerts read).
+                cluster = fleet.cluster()
+                alarms = {
+                    n["hostname"]: [a["kind"] for a in n["sidecars"]["puller"]["alarms"]] for n in cluster["nodes"]
+                }
+            time.sleep(0.5)
         converge(fleet.nodes, [1], timeout=5)  # still serving what it had
         fleet.gcs.start()  # same port, filesystem backend: the objects are back
         wait_for(
@@ -103,10 +102,11 @@ def test_bucket_down_serving_unaffected_status_shows_it_recovers(
             what="pullers clearing the bucket error",
         )
         fleet.publish(MODEL, model_versions[2])
-        converge(fleet.nodes, [2], timeout=60)
+        converge(fleet.nodes, [2], timeout=60)  # recovered: a new version rolls out again
         stats = loop.stop()
-    assert seen_after < BUCKET_OUTAGE_SECONDS
-    assert all(errors.values()), errors
-    assert all("bucket-unreachable" in kinds for kinds in alarms.values()), alarms
     assert stats.failed == 0, stats.summary()
     assert all(stats.versions[n.hostname][1] > 100 for n in fleet.nodes), stats.summary()
+    assert sorted(errors) == sorted(n.hostname for n in fleet.nodes), (
+        f"pullers reporting the bucket error within the {BUCKET_OUTAGE_SECONDS:g}s outage: {errors}"
+    )
+    assert all("bucket-unreachable" in kinds for kinds in alarms.values()) and alarms, alarms
