@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -78,7 +79,14 @@ def rollback(fleet: LocalFleet) -> None:
 
 def run(args: argparse.Namespace) -> tuple[PredictStats, list[dict[str, Any]]]:
     models = Path(tempfile.mkdtemp(prefix="bench-availability-models-"))
-    v1, v2 = write_model(models, 1), write_model(models, 2)
+    try:
+        v1, v2 = write_model(models, 1), write_model(models, 2)
+        return _run_fleet(args, v1, v2)
+    finally:
+        shutil.rmtree(models, ignore_errors=True)
+
+
+def _run_fleet(args: argparse.Namespace, v1: Path, v2: Path) -> tuple[PredictStats, list[dict[str, Any]]]:
     root = Path(tempfile.mkdtemp(prefix="bench-availability-"))
     fleet = LocalFleet(root / "fleet", FleetOptions(nodes=args.nodes, sync_interval=2.0, quiet_period=1.0))
     marks: list[dict[str, Any]] = []
@@ -116,6 +124,10 @@ def run(args: argparse.Namespace) -> tuple[PredictStats, list[dict[str, Any]]]:
             stats = loop.stop()
     finally:
         fleet.stop()
+        if args.keep:
+            print(f"kept {root} (logs in {root / 'fleet' / 'logs'})")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
     return stats, marks
 
 
@@ -127,6 +139,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=250.0, help="calls per second, all nodes together")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--restart-nodes", type=int, default=1000, help="restart the sidecars of this many nodes")
+    parser.add_argument("--keep", action="store_true", help="keep the fleet's directory (logs) after the run")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     if args.smoke:

@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -122,6 +123,10 @@ def run_mode(mode: str, args: argparse.Namespace, models: Path) -> dict[str, Any
             )
     finally:
         fleet.stop()
+        if args.keep:
+            print(f"kept {root} (logs in {root / 'fleet' / 'logs'})")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
         os.environ.pop("FLEET_COMPLETE_MARKER", None)
     alls = [r["all_nodes"] for r in rounds]
     budgets = [r["budget"] for r in rounds]
@@ -146,6 +151,7 @@ def main() -> int:
     parser.add_argument("--quiet", type=float, default=1.0, help="FLEET_QUIET_PERIOD_SECONDS (quiet mode)")
     parser.add_argument("--versions", type=int, default=5, help="rollouts measured per mode")
     parser.add_argument("--modes", default="quiet,marker")
+    parser.add_argument("--keep", action="store_true", help="keep the fleet's directory (logs) after the run")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     if args.smoke:
@@ -154,7 +160,10 @@ def main() -> int:
     models = Path(tempfile.mkdtemp(prefix="bench-propagation-models-"))
     for version in range(1, 2 + args.versions):
         write_model(models, version)
-    results = [run_mode(mode, args, models) for mode in modes]
+    try:
+        results = [run_mode(mode, args, models) for mode in modes]
+    finally:
+        shutil.rmtree(models, ignore_errors=True)
     print("\npropagation (last object uploaded → AVAILABLE on all nodes):")
     for r in results:
         print(

@@ -18,8 +18,10 @@ from typing import TypeVar
 
 import requests
 from google.api_core import exceptions as gexc
+from google.api_core.retry import Retry
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
+from google.cloud.storage.retry import DEFAULT_RETRY, ConditionalRetryPolicy, is_generation_specified
 
 from services.common.completeness import RemoteObject
 from services.common.errors import BucketError, BucketNotFound, BucketPermissionDenied, PreconditionFailed
@@ -33,6 +35,15 @@ LIST_FIELDS = "items(name,size,generation,updated,crc32c),nextPageToken,prefixes
 FLEET_PREFIX = "_fleet/"
 STATE_OBJECT = "_fleet/state.json"
 AUDIT_PREFIX = "_fleet/audit/"
+
+
+def bounded_retry(timeout: float) -> Retry:
+    """google-cloud-storage's retry policy, but giving up after ``timeout`` seconds in all.
+
+    The library default retries for 120 s, which would hide a bucket outage from status for two minutes.
+    """
+    retry: Retry = DEFAULT_RETRY.with_timeout(timeout)
+    return retry
 
 
 def make_client(settings: BucketSettings) -> storage.Client:
@@ -113,7 +124,14 @@ def list_objects(
     what = f"list gs://{bucket}/{prefix}"
     iterator = call(
         what,
-        lambda: client.list_blobs(bucket, prefix=prefix, fields=LIST_FIELDS, page_size=page_size, timeout=timeout),
+        lambda: client.list_blobs(
+            bucket,
+            prefix=prefix,
+            fields=LIST_FIELDS,
+            page_size=page_size,
+            timeout=timeout,
+            retry=bounded_retry(timeout),
+        ),
     )
     pages = iter(iterator.pages)
     while True:
@@ -135,7 +153,9 @@ def read_object(client: storage.Client, bucket: str, name: str, *, timeout: floa
     """Read a small object: (content, generation), or None when it does not exist."""
     blob = client.bucket(bucket).blob(name)
     try:
-        data = call(f"read gs://{bucket}/{name}", lambda: blob.download_as_bytes(timeout=timeout))
+        data = call(
+            f"read gs://{bucket}/{name}", lambda: blob.download_as_bytes(timeout=timeout, retry=bounded_retry(timeout))
+        )
     except BucketNotFound:
         return None
     return data, int(blob.generation or 0)
@@ -156,10 +176,19 @@ def write_object(
     call(
         f"write gs://{bucket}/{name}",
         lambda: blob.upload_from_string(
-            data, content_type=content_type, if_generation_match=if_generation_match, timeout=timeout
+            data,
+            content_type=content_type,
+            if_generation_match=if_generation_match,
+            timeout=timeout,
+            retry=_conditional(timeout) if if_generation_match is not None else None,
         ),
     )
     return int(blob.generation or 0)
+
+
+def _conditional(timeout: float) -> ConditionalRetryPolicy:
+    """Retry a write only when a generation precondition makes it idempotent, within ``timeout``."""
+    return ConditionalRetryPolicy(DEFAULT_RETRY.with_timeout(timeout), is_generation_specified, ["query_params"])
 
 
 def close_client(client: storage.Client) -> None:

@@ -39,6 +39,7 @@ class FleetOptions:
     master_port: int | None = None
     log_format: str = "text"
     serving_args: tuple[str, ...] = ()
+    extra_env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -125,6 +126,7 @@ class LocalFleet:
             "FLEET_REGISTER_INTERVAL_SECONDS": "2",
             "FLEET_HTTP_TIMEOUT_SECONDS": "2",
             "PYTHONUNBUFFERED": "1",
+            **self.options.extra_env,
         }
 
     def _master_process(self) -> ManagedProcess:
@@ -253,12 +255,18 @@ class LocalFleet:
         return self.gcs.client().bucket(self.options.bucket)
 
     def publish(self, model: str, version_dir: Path, *, version: int | str | None = None) -> list[str]:
-        """Upload a SavedModel version directory as an ML engineer would (``gsutil cp -r``)."""
+        """Upload a SavedModel version directory as a careful ML engineer would: the graph last.
+
+        Variables first and ``saved_model.pb`` last means no listing ever shows a graph without its
+        variables; the completeness rule (shards + quiet period, or a marker) covers careless uploads.
+        """
         name = str(version if version is not None else version_dir.name)
         dest = f"{self.options.prefix}/{model}/{name}/"
         bucket = self.bucket()
+        files = sorted(p for p in version_dir.rglob("*") if p.is_file())
+        files.sort(key=lambda p: p.name.startswith("saved_model."))
         uploaded = []
-        for path in sorted(p for p in version_dir.rglob("*") if p.is_file()):
+        for path in files:
             blob_name = dest + path.relative_to(version_dir).as_posix()
             bucket.blob(blob_name).upload_from_filename(str(path))
             uploaded.append(blob_name)

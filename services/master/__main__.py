@@ -12,7 +12,9 @@ from services.master.settings import Settings
 def main() -> None:
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level, service="master")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=5
+    )
 
 
 if __name__ == "__main__":

@@ -140,12 +140,17 @@ def _sidecar_view(record: SidecarRecord, health: SidecarHealth, *, stale: bool) 
 
 
 def build_node(
-    hostname: str, registry: Registry, health: dict[tuple[str, str], SidecarHealth], *, now: float
+    hostname: str,
+    registry: Registry,
+    health: dict[tuple[str, str], SidecarHealth],
+    *,
+    now: float,
+    records: list[SidecarRecord] | None = None,
 ) -> NodeView:
-    """Merge one node's sidecars."""
+    """Merge one node's sidecars (``records``: the node's registrations, when the caller has them)."""
     sidecars: dict[str, SidecarView] = {}
     statuses: dict[str, dict[str, ModelNodeStatus]] = {}
-    for record in registry.for_host(hostname):
+    for record in records if records is not None else registry.for_host(hostname):
         h = health.get(record.key, SidecarHealth())
         sidecars[record.role] = _sidecar_view(record, h, stale=registry.is_stale(record, now=now))
         if h.status is not None:
@@ -186,7 +191,10 @@ def build_view(
 ) -> ClusterView:
     """The whole cluster view from the registry and the latest poll results."""
     now = time.time()
-    nodes = [build_node(h, registry, health, now=now) for h in registry.hostnames()]
+    by_host: dict[str, list[SidecarRecord]] = {}
+    for record in registry.sidecars():
+        by_host.setdefault(record.hostname, []).append(record)
+    nodes = [build_node(h, registry, health, now=now, records=rs) for h, rs in sorted(by_host.items())]
     models = summarize_models(nodes)
     return ClusterView(
         polled_at=polled_at,

@@ -116,7 +116,7 @@ class Registry:
 
     def for_host(self, hostname: str) -> list[SidecarRecord]:
         """The sidecars of one node (empty when unknown)."""
-        return [r for (h, _), r in sorted(self._sidecars.items()) if h == hostname]
+        return sorted((r for (h, _), r in self._sidecars.items() if h == hostname), key=lambda r: r.role)
 
     def is_stale(self, record: SidecarRecord, *, now: float | None = None) -> bool:
         """Silent for longer than ``stale_after`` seconds."""

@@ -13,7 +13,6 @@ from tests.faults.conftest import MODEL, converge, targets
 from tests.support.faults import (
     FaultFleet,
     partial_version_problems,
-    publish_graph_last,
     sidecar_status,
     wait_for,
 )
@@ -42,7 +41,7 @@ def test_puller_killed_mid_download(fleet: FaultFleet, model_versions: dict[int,
     converge(fleet.nodes, [1])
     victim = fleet.nodes[0]
     with PredictLoop(targets(fleet.nodes), MODEL) as loop:
-        publish_graph_last(fleet, MODEL, big_v2)
+        fleet.publish(MODEL, big_v2)
         caught = wait_for(
             lambda: _download_in_flight(sidecar_status(victim, "puller")),
             timeout=60,
@@ -84,7 +83,7 @@ def test_config_manager_killed_mid_reload(fleet: FaultFleet, model_versions: dic
         return in_config and asyncio.run(_loading(victim.grpc_target, 2))
 
     with PredictLoop(targets(fleet.nodes), MODEL) as loop:
-        publish_graph_last(fleet, MODEL, big_v2)  # big: TF Serving takes a while to load it
+        fleet.publish(MODEL, big_v2)  # big: TF Serving takes a while to load it
         wait_for(mid_reload, timeout=120, interval=0.05, what="version 2 in models.config and still loading")
         victim.config_manager.kill()
         victim.config_manager.start()

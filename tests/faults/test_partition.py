@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.faults.conftest import MODEL, POLL_INTERVAL, converge, fleet_options, targets
-from tests.support.faults import FaultFleet, NetnsNode, get_json, wait_for
+from tests.support.faults import FaultFleet, NetnsNode, fleetctl, get_json, wait_for
 from tests.support.netns import namespace, netns_available
 from tests.support.predict_loop import PredictLoop
 
@@ -67,6 +67,7 @@ def test_cut_off_node_unhealthy_after_three_polls_503_then_recovers(
         wait_for(unhealthy, timeout=12 * POLL_INTERVAL + 30, interval=0.2, what="node-2 marked unhealthy")
         refused = admin.post(f"/v1/nodes/{cut_off.hostname}/sync")
         healthy_node_sync = admin.post(f"/v1/nodes/{reachable[0].hostname}/sync")
+        cli = fleetctl(fleet, "sync", cut_off.hostname)  # what an operator types
         cluster_view = fleet.cluster(refresh=False)
         cut_off.namespace.restore()
         restored_at = time.monotonic()
@@ -75,12 +76,13 @@ def test_cut_off_node_unhealthy_after_three_polls_503_then_recovers(
         accepted = admin.post(f"/v1/nodes/{cut_off.hostname}/sync")
         stats = loop.stop()
 
+    first_unhealthy = next(t for t, _, healthy in timeline if not healthy)
+    print(f"cut → unhealthy after {first_unhealthy:.1f}s; link back → healthy after {recovered_after:.1f}s")
     # Debounce: still healthy after 1 and 2 failed polls, unhealthy from the 3rd.
     failures_while_healthy = {f for _, f, healthy in timeline if healthy}
     assert {1, 2} & failures_while_healthy, timeline
     assert all(f >= 3 for _, f, healthy in timeline if not healthy), timeline
     assert max(failures_while_healthy) < 3, timeline
-    first_unhealthy = next(t for t, _, healthy in timeline if not healthy)
     assert first_unhealthy > 2 * POLL_INTERVAL, timeline  # three polls cannot fit in less
 
     assert refused.status_code == 503, refused.text
@@ -88,6 +90,9 @@ def test_cut_off_node_unhealthy_after_three_polls_503_then_recovers(
     assert int(refused.headers["Retry-After"]) >= 1
     assert cut_off.hostname in refused.json()["detail"]
     assert healthy_node_sync.status_code in (200, 202), healthy_node_sync.text
+    assert cli.returncode != 0, cli.stdout
+    cli_error = " ".join((cli.stdout + cli.stderr).split())
+    assert f"{cut_off.hostname} is unhealthy" in cli_error and "retry in" in cli_error, cli_error
     assert cluster_view["nodes_healthy"] == 1 and cluster_view["nodes_total"] == 2
 
     assert accepted.status_code in (200, 202), accepted.text

@@ -128,7 +128,7 @@ def test_master_killed_mid_write_loses_no_acknowledged_registration(
     bucket,  # type: ignore[no-untyped-def]
 ) -> None:
     acked: set[str] = set()
-    for round_number in range(3):
+    for round_number in range(2):
         port = free_port()
         master = _spawn_master(tmp_path, port, fake_gcs.url, bucket.name)
         url = f"http://127.0.0.1:{port}"

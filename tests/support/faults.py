@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,44 +24,13 @@ import httpx
 
 from services.common.contracts import Manifest
 from services.common.contracts.local import manifest_path
-from services.local_fleet.fakegcs import FakeGcs, emulator_binary
+from services.local_fleet.fakegcs import FakeGcs
 from services.local_fleet.fleet import FleetOptions, LocalFleet, Node
 from services.local_fleet.ports import wait_port
 from services.local_fleet.processes import ManagedProcess
 from tests.support.netns import NetNamespace
 
 T = TypeVar("T")
-
-
-class HostFakeGcs(FakeGcs):
-    """fake-gcs-server listening on ``host`` (a local address) instead of 127.0.0.1."""
-
-    def __init__(self, *, host: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.host = host
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self, timeout: float = 15.0) -> None:
-        args = [str(emulator_binary()), "-scheme", "http", "-host", self.host, "-port", str(self.port)]
-        args += ["-external-url", self.url, "-public-host", f"{self.host}:{self.port}"]
-        args += ["-backend", self.backend, "-log-level", "warn"]
-        if self.backend == "filesystem":
-            args += ["-filesystem-root", str(self.root / "data")]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"fake-gcs-server exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/storage/v1/b", timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("fake-gcs-server did not start in time")
 
 
 @dataclass
@@ -84,7 +52,7 @@ class FaultFleet(LocalFleet):
         super().__init__(root, options)
         self.host = host
         if host != "127.0.0.1":
-            self.gcs = HostFakeGcs(host=host, backend="filesystem", root=root / "gcs")
+            self.gcs = FakeGcs(host=host, backend="filesystem", root=root / "gcs")
 
     @property
     def master_url(self) -> str:
@@ -131,20 +99,6 @@ class FaultFleet(LocalFleet):
             node.processes[role].wait_healthy(max(1.0, deadline - time.monotonic()))
         self.nodes.append(node)
         return node
-
-
-def publish_graph_last(fleet: LocalFleet, model: str, version_dir: Path) -> list[str]:
-    """Upload a version with ``saved_model.pb`` last, as a careful ML engineer does for big versions.
-
-    Without a complete marker, a version whose graph is already listed while a big variables shard is
-    still uploading (longer than the quiet period) would look like a model without variables.
-    """
-    dest = f"{fleet.options.prefix}/{model}/{version_dir.name}/"
-    files = sorted((p for p in version_dir.rglob("*") if p.is_file()), key=lambda p: (p.name == "saved_model.pb", p))
-    bucket = fleet.bucket()
-    for path in files:
-        bucket.blob(dest + path.relative_to(version_dir).as_posix()).upload_from_filename(str(path))
-    return [dest + p.relative_to(version_dir).as_posix() for p in files]
 
 
 # -- waiting ---------------------------------------------------------------------------------------
