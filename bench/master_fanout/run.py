@@ -127,7 +127,11 @@ async def bench(nodes: int, hung: int, rounds: int, node_timeout: float, *, smok
                 rss_now, rss_peak = rss_mb(master.pid)
         finally:
             master.terminate()
-            master.wait(timeout=20)
+            try:
+                master.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                master.kill()
+                master.wait(timeout=10)
     await fleet.stop()
     budget = node_timeout + 0.5
     print(

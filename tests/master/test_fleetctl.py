@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from google.cloud import storage
@@ -108,6 +109,16 @@ def test_diff_shows_what_a_sync_would_change(fleet: tuple[MasterHandle, dict[str
     rows = {(r["node"], r["model"]): r for r in json.loads(fleetctl(master, "--json", "diff")[1])}
     assert rows["node-1", "ranker"]["load"] == [1] and rows["node-1", "ranker"]["unload"] == [2]
     assert "node-2" not in {node for node, _ in rows}  # node-2 already has exactly 1 AVAILABLE
+
+
+def test_token_file_names_the_actor(fleet: tuple[MasterHandle, dict[str, StandInSidecar]], tmp_path: Path) -> None:
+    master, _ = fleet
+    token_file = tmp_path / "bob.token"
+    token_file.write_text(ADMIN_TOKENS["bob"] + "\n")
+    code, out = fleetctl(master, "--token-file", str(token_file), "label", "stable", "2", token=None)
+    assert code == 0, out
+    code, out = fleetctl(master, "--json", "--token-file", str(token_file), "audit", token=None)
+    assert [e["actor"] for e in json.loads(out)["entries"]] == ["bob"]
 
 
 def test_sync_and_gc_and_readable_errors(fleet: tuple[MasterHandle, dict[str, StandInSidecar]]) -> None:
