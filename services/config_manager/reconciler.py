@@ -225,7 +225,10 @@ class Reconciler(PeriodicWorker):
         self.tracker.configured(entries)
         changed = entries if force else [e for e in entries if e not in previous]
         latest = await self.live.wait_loaded(
-            changed, self.tracker, wait=self.settings.load_wait_seconds, interval=self.settings.poll_interval_seconds
+            changed,
+            self.tracker,
+            wait=self.settings.load_wait_seconds,
+            interval=self.settings.status_poll_interval_seconds,
         )
         self.snapshot.live.update(latest)
         elapsed = time.monotonic() - started

@@ -26,7 +26,7 @@ class Settings(NodeSettings):
     status_timeout_seconds: float = Field(default=5.0, gt=0)
     # After a reload: poll GetModelStatus at most this long in one pass, every poll interval.
     load_wait_seconds: float = Field(default=60.0, gt=0)
-    poll_interval_seconds: float = Field(default=0.25, gt=0)
+    status_poll_interval_seconds: float = Field(default=0.25, gt=0)
     # A version not AVAILABLE this long after it entered models.config is recorded as failed.
     load_timeout_seconds: float = Field(default=420.0, gt=0)
     # A version re-added to the config may still show its old END error this long.

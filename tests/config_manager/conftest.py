@@ -57,7 +57,7 @@ class Node:
             "tensorflow_serving_grpc_target": self.target,
             "sync_interval_seconds": 0.5,
             "load_wait_seconds": 20.0,
-            "poll_interval_seconds": 0.1,
+            "status_poll_interval_seconds": 0.1,
             "load_start_grace_seconds": 3.0,
             "gc_min_age_seconds": 0.0,
             "low_disk_free_bytes": 0,
