@@ -57,7 +57,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             registry.load()
-            client = SidecarClient(token=fleet_token)
+            client = SidecarClient(token=fleet_token, limit=settings.poll_concurrency)
+            stack.push_async_callback(client.close)
             bucket_client = gcs_client
             if bucket_client is None:
                 bucket_client = gcs.make_client(settings)

@@ -1,27 +1,35 @@
-"""A small HTTP/1.1 client for master's fan-out to sidecars (status polls, sync/gc triggers).
+"""master's HTTP client for the fan-out to sidecars (status polls, sync/gc triggers), on aiohttp.
 
-Why not httpx here: master calls hundreds of sidecars at once within one node timeout. On a shared
-2-core box httpx costs ~5-7 ms of CPU per request (measured by bench/master_fanout), so 400 concurrent
-polls cost more CPU than the whole deadline and *every* poll times out; plain asyncio streams cost
-~0.25 ms. The client does exactly what the fan-out needs: one request per connection
-(``Connection: close``), Content-Length or chunked bodies, a body size cap, http and https.
-Deadlines are the caller's (``asyncio.wait_for``); the connection is closed on any exit.
+Why aiohttp and not httpx: master calls hundreds of sidecars at once within one node timeout. On a
+shared 2-core box httpx cost ~5-7 ms of CPU per request (bench/master_fanout), so 400 concurrent polls
+cost more CPU than the whole deadline and *every* poll timed out. aiohttp (C HTTP parser, pooled
+keep-alive connections) costs well under 1 ms per request (figures in docs/master.md).
+
+One ``aiohttp.ClientSession`` per ``SidecarClient``, created lazily inside the running loop: at most
+``limit`` connections at once (the poll concurrency), idle keep-alive connections reused for
+``KEEPALIVE_SECONDS`` (below uvicorn's 5 s, so a reused connection is never one the sidecar just
+closed), no proxies from the environment, no cookies, no redirects, and no timeout of its own: the
+deadline is the caller's (``asyncio.wait_for``). A connection whose answer was not read to the end
+(deadline, oversized body) is closed, never reused. Every failure becomes ``WireError``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ssl
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-MAX_HEADER_BYTES = 64 * 1024
+import aiohttp
+
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
+DEFAULT_LIMIT = 256
+KEEPALIVE_SECONDS = 4.0
+MAX_HEADER_FIELD = 64 * 1024
 USER_AGENT = "modelfleet-master"
+MAX_ERROR_CHARS = 200
 
 
 class WireError(Exception):
-    """The sidecar could not be reached or answered something that is not HTTP/1.1."""
+    """The sidecar could not be reached or answered something that is not a usable HTTP answer."""
 
 
 @dataclass
@@ -32,89 +40,80 @@ class WireResponse:
 
 
 class SidecarClient:
-    """Issue one request per connection to a sidecar, with the fleet token as Bearer."""
+    """Requests to sidecars with the fleet token as Bearer, over one shared aiohttp session."""
 
-    def __init__(self, *, token: str | None, max_body: int = DEFAULT_MAX_BODY) -> None:
+    def __init__(self, *, token: str | None, max_body: int = DEFAULT_MAX_BODY, limit: int = DEFAULT_LIMIT) -> None:
         self.token = token
         self.max_body = max_body
-        self._ssl: ssl.SSLContext | None = None
+        self.limit = limit
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        """The shared session, created on first use (it binds to the running loop)."""
+        if self._closed:
+            raise WireError("client closed")
+        if self._session is None:
+            headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+            if self.token:
+                headers["Authorization"] = f"Bearer {self.token}"
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.limit, keepalive_timeout=KEEPALIVE_SECONDS),
+                timeout=aiohttp.ClientTimeout(total=None, connect=None, sock_connect=None, sock_read=None),
+                headers=headers,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=False,
+                max_field_size=MAX_HEADER_FIELD,
+            )
+        return self._session
 
     async def request(self, method: str, url: str) -> WireResponse:
         """``method`` ``url`` with an empty body; raises WireError (the caller sets the deadline)."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise WireError(f"unsupported URL {url!r}")
-        secure = parts.scheme == "https"
-        port = parts.port or (443 if secure else 80)
-        if secure and self._ssl is None:
-            self._ssl = ssl.create_default_context()
+        session = self._get_session()
         try:
-            reader, writer = await asyncio.open_connection(
-                parts.hostname, port, ssl=self._ssl if secure else None, limit=MAX_HEADER_BYTES
-            )
-        except OSError as exc:
-            raise WireError(f"{type(exc).__name__}: {exc}") from exc
-        try:
-            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            host = parts.netloc.rpartition("@")[2]
-            lines = [
-                f"{method} {target} HTTP/1.1",
-                f"Host: {host}",
-                f"User-Agent: {USER_AGENT}",
-                "Accept: application/json",
-                "Content-Length: 0",
-                "Connection: close",
-            ]
-            if self.token:
-                lines.append(f"Authorization: Bearer {self.token}")
-            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-            await writer.drain()
-            return await self._read_response(reader, head_only=method == "HEAD")
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
-            raise WireError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
-        finally:
-            writer.close()
+            async with session.request(method, url, allow_redirects=False) as response:
+                try:
+                    body = await self._read_body(response)
+                except BaseException:
+                    response.close()  # unread answer (oversized, cancelled): drop the connection
+                    raise
+                return WireResponse(
+                    status=response.status,
+                    headers={name.lower(): value for name, value in response.headers.items()},
+                    body=body,
+                )
+        # Raised inside the request, TimeoutError is aiohttp's own; the caller's deadline arrives as
+        # CancelledError here and becomes TimeoutError only in the caller's wait_for.
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise WireError(_describe(exc)) from exc
 
-    async def _read_response(self, reader: asyncio.StreamReader, *, head_only: bool) -> WireResponse:
-        head = await reader.readuntil(b"\r\n\r\n")
-        status_line, *header_lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
-        version, _, rest = status_line.partition(" ")
-        if not version.startswith("HTTP/1.") or not rest[:3].isdigit():
-            raise WireError(f"not an HTTP/1.x answer: {status_line[:80]!r}")
-        headers: dict[str, str] = {}
-        for line in header_lines:
-            name, sep, value = line.partition(":")
-            if not sep:
-                raise WireError(f"malformed header line {line[:80]!r}")
-            headers[name.strip().lower()] = value.strip()
-        response = WireResponse(status=int(rest[:3]), headers=headers)
-        if head_only or response.status in (204, 304) or 100 <= response.status < 200:
-            return response
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            response.body = await self._read_chunked(reader)
-        elif "content-length" in headers:
-            length = int(headers["content-length"])
-            if length < 0 or length > self.max_body:
-                raise WireError(f"body of {length} bytes refused (limit {self.max_body})")
-            response.body = await reader.readexactly(length)
-        else:
-            response.body = await reader.read(self.max_body + 1)
-            if len(response.body) > self.max_body:
-                raise WireError(f"body over {self.max_body} bytes refused")
-        return response
-
-    async def _read_chunked(self, reader: asyncio.StreamReader) -> bytes:
+    async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
+        """The whole body, refused (WireError) when its declared or streamed size exceeds ``max_body``."""
+        declared = response.content_length
+        if declared is not None and declared > self.max_body:
+            raise WireError(f"body of {declared} bytes refused (limit {self.max_body})")
         chunks: list[bytes] = []
         total = 0
-        while True:
-            size_line = await reader.readuntil(b"\r\n")
-            size = int(size_line.split(b";", 1)[0].strip(), 16)
-            if size == 0:
-                while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                    pass  # trailers
-                return b"".join(chunks)
-            total += size
+        async for chunk in response.content.iter_any():
+            total += len(chunk)
             if total > self.max_body:
-                raise WireError(f"body over {self.max_body} bytes refused")
-            chunks.append(await reader.readexactly(size))
-            await reader.readexactly(2)
+                raise WireError(f"body over {self.max_body} bytes refused (limit {self.max_body})")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def close(self) -> None:
+        """Close the session and its pooled connections; later requests raise WireError."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+
+def _describe(exc: BaseException) -> str:
+    """One short line for logs and the cluster view: the error type and aiohttp's words."""
+    detail = exc.message if isinstance(exc, aiohttp.ClientResponseError) else str(exc)
+    text = " ".join(f"{type(exc).__name__}: {detail}".split()) if detail else type(exc).__name__
+    return text[:MAX_ERROR_CHARS]
