@@ -11,7 +11,8 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import StreamingResponse
 
 from services.master.wire import SidecarClient, WireError
-from tests.master.support import ServerThread, free_port
+from tests.master.support import ServerThread
+from tests.support.gcs import free_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
