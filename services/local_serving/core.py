@@ -15,8 +15,9 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from services.common.errors import TFServingError
+from services.common.tfs import VersionState as State
 from services.local_serving import config as cfg
-from services.local_serving.manager import ModelManager, State
+from services.local_serving.manager import ModelManager
 
 logger = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from enum import IntEnum
 from pathlib import Path
 
 from services.common.errors import TFServingError
+from services.common.tfs import VersionState as State
 from services.local_serving.config import ModelSource, rpc_error
 from services.local_serving.discovery import BasePathMissing, aspired_versions
 from services.local_serving.servable import Servable
@@ -22,17 +22,6 @@ from services.local_serving.servable import Servable
 logger = logging.getLogger(__name__)
 
 LoadFunction = Callable[[str, int, Path], Servable]
-
-
-class State(IntEnum):
-    """ModelVersionStatus.State numbers of get_model_status.proto."""
-
-    UNKNOWN = 0
-    START = 10
-    LOADING = 20
-    AVAILABLE = 30
-    UNLOADING = 40
-    END = 50
 
 
 @dataclass(frozen=True)

@@ -13,28 +13,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from services.common.contracts import HeldChange, LiveVersion, ModelNodeStatus
+from services.common.contracts import ModelNodeStatus
 from services.master.poller import SidecarHealth
 from services.master.registry import Registry, SidecarRecord
 
 
-class NodeModelView(BaseModel):
-    """One model on one node, both sidecars' views merged."""
+class NodeModelView(ModelNodeStatus):
+    """One model on one node, both sidecars' views merged (the puller's downloads included)."""
 
-    serve: list[int] = Field(default_factory=list)
-    keep: list[int] = Field(default_factory=list)
-    labels: dict[str, int] = Field(default_factory=dict)
-    remote_complete: list[int] | None = None
-    remote_incomplete: dict[str, str] | None = None
-    on_disk: list[int] | None = None
-    in_config: list[int] | None = None
-    config_labels: dict[str, int] | None = None
-    live: list[LiveVersion] | None = None
-    available: list[int] | None = None
-    failed: dict[str, str] = Field(default_factory=dict)
-    held: list[HeldChange] = Field(default_factory=list)
-    drift: list[int] = Field(default_factory=list)
-    problems: list[str] = Field(default_factory=list)
     converged: bool = False
 
 
@@ -105,6 +91,7 @@ def merge_model(puller: ModelNodeStatus | None, config_manager: ModelNodeStatus 
         failed={**(puller.failed if puller else {}), **cm.failed},
         held=cm.held,
         drift=sorted(set(desired.drift) | set(cm.drift)),
+        downloads=puller.downloads if puller else [],
         problems=[*(puller.problems if puller else []), *cm.problems],
     )
     view.converged = is_converged(view)

@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+from tests.bench.support import run_smoke
 
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
 
 
 @pytest.mark.timeout(300)
 def test_download_bench_smoke(tmp_path: Path) -> None:
     out = tmp_path / "download.json"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench/download/run.py"), "--smoke", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    report = json.loads(out.read_text())
+    report, stdout = run_smoke("download", out, timeout=280)
     assert set(report["sets"]) == {"one-big", "savedmodel", "many-small"}
     for name, result in report["sets"].items():
         puller = result["results"]["puller"]
@@ -40,4 +28,4 @@ def test_download_bench_smoke(tmp_path: Path) -> None:
                 assert result["results"][peer]["bytes"] == result["bytes"], peer
             else:
                 assert "skipped" in result["results"][peer]
-    assert "MB/s" in done.stdout and "peak RSS" in done.stdout
+    assert "MB/s" in stdout and "peak RSS" in stdout

@@ -2,36 +2,21 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.bench.support import run_smoke
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_bench(name: str, out: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "bench" / name / "run.py"), "--smoke", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
 
 
 @pytest.mark.timeout(660)
 def test_propagation_smoke_measures_every_node(tmp_path: Path) -> None:
     out = tmp_path / "propagation.json"
-    result = run_bench("propagation", out)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "last object uploaded → AVAILABLE on all nodes" in result.stdout
-    (mode,) = json.loads(out.read_text())
+    report, stdout = run_smoke("propagation", out, timeout=600)
+    assert "last object uploaded → AVAILABLE on all nodes" in stdout
+    (mode,) = report
     assert mode["mode"] == "quiet" and len(mode["rounds"]) == 2
     for r in mode["rounds"]:
         assert sorted(r["per_node"]) == ["node-1", "node-2"]
@@ -43,9 +28,7 @@ def test_propagation_smoke_measures_every_node(tmp_path: Path) -> None:
 @pytest.mark.timeout(660)
 def test_availability_smoke_no_failed_predict(tmp_path: Path) -> None:
     out = tmp_path / "availability.json"
-    result = run_bench("availability", out)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    figures = json.loads(out.read_text())
+    figures, _ = run_smoke("availability", out, timeout=600)
     assert figures["failed"] == 0 and figures["total"] >= 1000, figures
     assert [p["phase"].split()[0] for p in figures["phases"]] == [
         "warm-up",

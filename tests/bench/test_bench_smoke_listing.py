@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+from tests.bench.support import run_smoke
 
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
 
 
 @pytest.mark.timeout(300)
 def test_listing_bench_smoke(tmp_path: Path) -> None:
     out = tmp_path / "listing.json"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench/listing/run.py"), "--smoke", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    report = json.loads(out.read_text())
+    report, _ = run_smoke("listing", out, timeout=280)
     assert report["objects"] == 20 * 5 * 3 + 1
     assert report["first_pass"]["media_reads"] == 20 * 2 * 3 + 3  # latest + previous; model-0000 keeps 2
     assert report["unchanged_poll"]["object_reads"] == 0

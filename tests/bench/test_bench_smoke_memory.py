@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+from tests.bench.support import run_smoke
 
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
 
 
 @pytest.mark.timeout(600)
 def test_memory_bench_smoke(tmp_path: Path) -> None:
     out = tmp_path / "memory.json"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench/memory/run.py"), "--smoke", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=580,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    report = json.loads(out.read_text())
+    report, _ = run_smoke("memory", out, timeout=580)
     assert report["models"] == 3 and report["reconciles"] == 10
     for name in ("config_manager", "puller"):
         result = report["results"][name]

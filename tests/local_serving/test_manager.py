@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from services.common.errors import TFServingError
+from services.common.tfs import VersionState as State
 from services.local_serving.config import ModelSource, VersionPolicy
 from services.local_serving.discovery import BasePathMissing, aspired_versions, parse_version
-from services.local_serving.manager import ModelManager, State
+from services.local_serving.manager import ModelManager
 from services.local_serving.servable import Servable
 
 

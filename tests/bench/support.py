@@ -1,0 +1,25 @@
+"""Run a benchmark's ``--smoke`` mode the way a user would, and read its JSON report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_smoke(name: str, out: Path, *, timeout: float) -> tuple[dict[str, Any], str]:
+    """``python bench/<name>/run.py --smoke --json out`` → (report, stdout); fails the test with the output tail."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / name / "run.py"), "--smoke", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads(out.read_text()), done.stdout
