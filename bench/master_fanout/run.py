@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,14 +26,10 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from simnodes import SimFleet
 
+from services.local_fleet.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "bench-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_mb(pid: int) -> tuple[float, float]:

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,17 +36,12 @@ sys.path.insert(0, str(ROOT))
 from services.common.atomic import atomic_write_json  # noqa: E402
 from services.common.contracts import LocalDesired, LocalModelTarget  # noqa: E402
 from services.common.contracts.local import desired_path  # noqa: E402
+from services.local_fleet.ports import free_port  # noqa: E402
 
 MB = 1024 * 1024
 GOALS_MB = {"config_manager": 80.0, "puller": 100.0}
 GROWTH_GOAL_MB = 5.0
 TOKEN = "bench-token"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def vmrss_bytes(pid: int) -> int:
