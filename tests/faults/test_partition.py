@@ -71,7 +71,12 @@ def test_cut_off_node_unhealthy_after_three_polls_503_then_recovers(
         cluster_view = fleet.cluster(refresh=False)
         cut_off.namespace.restore()
         restored_at = time.monotonic()
-        wait_for(lambda: _node(fleet, cut_off.hostname)["healthy"], timeout=30, what="node-2 healthy again")
+        # Recovery deadline: two polls once the link is back, plus slack for a loaded machine.
+        wait_for(
+            lambda: _node(fleet, cut_off.hostname)["healthy"],
+            timeout=2 * POLL_INTERVAL + 10,
+            what="node-2 healthy again",
+        )
         recovered_after = time.monotonic() - restored_at
         accepted = admin.post(f"/v1/nodes/{cut_off.hostname}/sync")
         stats = loop.stop()
@@ -96,7 +101,6 @@ def test_cut_off_node_unhealthy_after_three_polls_503_then_recovers(
     assert cluster_view["nodes_healthy"] == 1 and cluster_view["nodes_total"] == 2
 
     assert accepted.status_code in (200, 202), accepted.text
-    assert recovered_after < 2 * POLL_INTERVAL + 10
     assert stats.failed == 0, stats.summary()  # the reachable node never noticed
     converge(fleet.nodes, [1], timeout=10)
     with httpx.Client(timeout=5, trust_env=False) as client:  # the node's sidecars answer over the link again

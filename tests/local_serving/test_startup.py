@@ -46,10 +46,8 @@ def test_port_opens_only_once_every_model_is_loaded_and_sigterm_kills_at_once(
         assert client.predict("late") == (7, 7.0)
         assert client.predict("ready") == (1, 1.0)
         client.close()
-        started = time.monotonic()
         serving.proc.send_signal(signal.SIGTERM)
-        assert serving.proc.wait(5) == -signal.SIGTERM  # no handler, no drain
-        assert time.monotonic() - started < 5
+        assert serving.proc.wait(5) == -signal.SIGTERM  # no handler, no drain: dead within the 5 s wait
     finally:
         serving.stop()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import httpx
@@ -65,10 +64,8 @@ def test_a_hanging_node_costs_one_node_timeout(
     fine, hung = sidecars("node-1"), sidecars("node-2", mode="hang")
     with master.client() as client:
         register(client, fine, hung)
-        began = time.monotonic()
-        cluster = client.get("/v1/cluster", params={"refresh": "true"}).json()
-        elapsed = time.monotonic() - began
-        assert elapsed < 0.5 + 0.5, elapsed
+        # The caller's deadline is one node timeout + 0.5 s: a hung node must not hold the answer longer.
+        cluster = client.get("/v1/cluster", params={"refresh": "true"}, timeout=0.5 + 0.5).json()
         nodes = {n["hostname"]: n for n in cluster["nodes"]}
         assert nodes["node-1"]["healthy"] is True
         assert "no answer within 0.5s" in nodes["node-2"]["sidecars"]["puller"]["last_error"]
@@ -110,9 +107,7 @@ def test_cluster_sync_reaches_every_node_and_reports_the_silent_ones(
     b_p = sidecars("node-b", "puller", mode="hang")
     with master.client(headers=ADMIN) as client:
         register(client, a_p, a_c, b_p)
-        began = time.monotonic()
-        result = client.post("/v1/cluster/sync").json()
-        assert time.monotonic() - began < 1.0
+        result = client.post("/v1/cluster/sync", timeout=1.0).json()  # deadline: one node timeout + 0.5 s
         assert (result["ok"], result["nodes_total"], result["nodes_ok"]) == (False, 2, 1)
         by_host = {n["hostname"]: n for n in result["nodes"]}
         assert by_host["node-b"]["results"][0]["timed_out"] is True
