@@ -18,15 +18,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from google.cloud import storage  # noqa: E402
+
 from services.common.gcs import close_client, make_client  # noqa: E402
 from services.remote_model_puller.app import make_downloader  # noqa: E402
+from services.remote_model_puller.download import Downloader  # noqa: E402
 from services.remote_model_puller.local import LocalStore  # noqa: E402
 from services.remote_model_puller.metrics import PullerMetrics  # noqa: E402
 from services.remote_model_puller.settings import Settings  # noqa: E402
 from services.remote_model_puller.sync import SyncWorker  # noqa: E402
 
 
-async def one_pass(settings: Settings) -> dict[str, object]:
+def build_worker(settings: Settings) -> tuple[SyncWorker, Downloader, storage.Client]:
+    """The puller's sync worker as the service wires it, without the HTTP app around it."""
     client = make_client(settings)
     downloader = make_downloader(settings, None)
     worker = SyncWorker(
@@ -36,6 +40,11 @@ async def one_pass(settings: Settings) -> dict[str, object]:
         store=LocalStore(settings.local_model_directory),
         metrics=PullerMetrics(),
     )
+    return worker, downloader, client
+
+
+async def one_pass(settings: Settings) -> dict[str, object]:
+    worker, downloader, client = build_worker(settings)
     started = time.perf_counter()
     ok = await worker.run_now()
     seconds = time.perf_counter() - started

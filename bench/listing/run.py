@@ -32,12 +32,9 @@ import urllib3
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from services.common.gcs import close_client, make_client  # noqa: E402
-from services.remote_model_puller.app import make_downloader  # noqa: E402
-from services.remote_model_puller.local import LocalStore  # noqa: E402
-from services.remote_model_puller.metrics import PullerMetrics  # noqa: E402
+from bench.download.puller_pass import build_worker  # noqa: E402
+from services.common.gcs import close_client  # noqa: E402
 from services.remote_model_puller.settings import Settings  # noqa: E402
-from services.remote_model_puller.sync import SyncWorker  # noqa: E402
 from tests.support.gcs import FakeGcs  # noqa: E402
 
 BUCKET = "listing"
@@ -80,15 +77,7 @@ async def measure(url: str, scratch: Path) -> dict[str, Any]:
         disk_margin_bytes=0,
         download_workers=16,
     )
-    client = make_client(settings)
-    downloader = make_downloader(settings, None)
-    worker = SyncWorker(
-        settings,
-        client=client,
-        downloader=downloader,
-        store=LocalStore(settings.local_model_directory),
-        metrics=PullerMetrics(),
-    )
+    worker, downloader, client = build_worker(settings)
     started = time.perf_counter()
     assert await worker.run_now(), worker.last_error
     first = {
