@@ -156,6 +156,16 @@ class PredictLoop:
             self.calls += 1
             await asyncio.sleep(0.005)
 
+    async def reached(self, version: int, *, timeout: float = 10.0) -> bool:
+        """Wait (bounded) until the loop has been answered by ``version``; the reload returning does not
+        mean this loop has made a call since, so a test checks what it saw only after this."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not (self.versions and self.versions[-1] == version):
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
 
 @contextlib.asynccontextmanager
 async def predict_loop(node: Node, model: str, *, label: str | None = None) -> AsyncIterator[PredictLoop]:

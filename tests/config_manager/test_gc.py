@@ -44,12 +44,14 @@ async def test_gc_keeps_served_and_kept_versions_and_low_disk_drops_kept_ones(no
         node.desire(m=target([2], keep=[1, 2]))
         assert await reconciler.run_now()
         assert on_disk(node, "m") == [1, 2]  # 1 is kept for a fast rollback
+        assert await latest.reached(2), latest.versions
 
         node.add_version("m", 3)
         node.desire(m=target([3], keep=[2, 3]))
         assert await passes_until(reconciler, lambda: on_disk(node, "m") == [2, 3])
         assert not manifest_path(node.root, "m", 1).exists()
         assert list(trash_dir(node.root).iterdir()) == []
+        assert await latest.reached(3), latest.versions
 
         # The disk fills up: kept-but-not-served versions go, what serves stays.
         node.free_space = lambda path: 10

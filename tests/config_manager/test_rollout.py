@@ -25,6 +25,8 @@ async def test_roll_1_2_3_with_predict_loop_has_zero_failures(node: Node) -> Non
             assert await reconciler.run_now(), reconciler.last_error
             entries = parse_config(node.config_file.read_text())
             assert [(e.versions, e.labels) for e in entries] == [((version,), {"stable": version})]
+            assert await latest.reached(version), latest.versions
+            assert await stable.reached(version), stable.versions
 
     assert latest.calls > 20 and stable.calls > 20
     assert latest.failures == [] and stable.failures == []
