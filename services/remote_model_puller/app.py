@@ -64,7 +64,7 @@ def make_downloader(settings: Settings, headers: HeaderSource | None) -> Downloa
         buffer_bytes=settings.download_buffer_bytes,
         timeout_seconds=settings.gcs_timeout_seconds,
         attempts=settings.download_attempts,
-        early_writeback=settings.download_early_writeback,
+        direct_io=settings.download_direct_io,
     )
     return Downloader(endpoint=endpoint, bucket=settings.bucket_name, options=options, headers=headers)
 

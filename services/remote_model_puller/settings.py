@@ -14,9 +14,11 @@ class Settings(NodeSettings, BucketSettings):
 
     port: int = 8001
     download_workers: int = Field(default=8, ge=1, le=64, description="parallel ranged reads")
-    download_range_bytes: int = Field(default=32 * MiB, ge=MiB, description="objects larger are split in ranges")
-    download_buffer_bytes: int = Field(default=MiB, ge=64 * 1024, description="read size per worker")
-    download_early_writeback: bool = Field(default=False, description="queue writeback of each finished range")
+    download_range_bytes: int = Field(
+        default=32 * MiB, ge=MiB, multiple_of=4096, description="objects larger are split in ranges"
+    )
+    download_buffer_bytes: int = Field(default=MiB, ge=64 * 1024, multiple_of=4096, description="read size per worker")
+    download_direct_io: bool = Field(default=True, description="write with O_DIRECT where the filesystem takes it")
     download_attempts: int = Field(default=3, ge=1, le=10, description="tries per range / per corrupt object")
     disk_margin_bytes: int = Field(default=1024 * MiB, ge=0, description="free space left after a version")
     gcs_endpoint: str = Field(default="https://storage.googleapis.com", description="JSON API media endpoint")
