@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import collections
 import errno
 import fcntl
 import logging
@@ -25,7 +26,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,7 +99,7 @@ class EngineOptions:
 
 
 Stop = Callable[[], bool]
-FSYNC_ALONE_BYTES = 8 * MiB
+BIG_OBJECT_BYTES = 8 * MiB
 WRITEBACK_BYTES = 8 * MiB  # page-cache writes: start writeback every this many bytes (and at a range's end)
 
 
@@ -122,14 +123,15 @@ class _ObjectState:
         self.lock = threading.Lock()
         self.fd = -1
         self.opened = False
-        self.direct = direct
+        self.direct = direct and self.big
         self.padded = False
 
     @property
-    def fsync_alone(self) -> bool:
-        """Big objects are fsynced by themselves as they finish; small ones by one syncfs at the end
-        (thousands of fsyncs would serialise on the filesystem journal)."""
-        return self.spec.size >= FSYNC_ALONE_BYTES
+    def big(self) -> bool:
+        """Big objects are preallocated, written with O_DIRECT and fsynced by themselves as they finish.
+        Small ones go through the page cache with early writeback and are made durable by one syncfs at
+        the end (per file, preallocation, O_DIRECT padding and fsync cost more than they save)."""
+        return self.spec.size >= BIG_OBJECT_BYTES
 
     def open(self) -> int:
         """Create and preallocate the file on first use (at most ~workers files open at once)."""
@@ -137,7 +139,7 @@ class _ObjectState:
             if not self.opened:
                 self.fd = self._open(os.O_TRUNC)
                 self.opened = True
-                if self.spec.size:
+                if self.big:
                     try:
                         os.posix_fallocate(self.fd, 0, self.spec.size)  # ENOSPC now, not halfway through
                     except OSError as exc:
@@ -229,31 +231,45 @@ class Downloader:
     def download_version(
         self, objects: Sequence[ObjectSpec], dest: Path, *, progress: Progress, cancel: threading.Event
     ) -> None:
-        """Write every object under ``dest`` (created), verified and fsynced; raises on any failure."""
-        abort = threading.Event()  # one failed part stops the others of this version quickly
+        """Write every object under ``dest`` (created), verified and fsynced; raises on any failure.
+
+        ``workers`` loops share one queue of (object, range) tasks, big ranges first so the tail of the
+        run is made of small tasks; the first failure stops the others (``abort``) and is raised.
+        """
+        abort = threading.Event()
 
         def stop() -> bool:
             return cancel.is_set() or abort.is_set()
 
-        states = [self._prepare(spec, dest) for spec in objects]
+        states = self._prepare(objects, dest)
+        ordered = sorted(
+            ((state, index) for state in states for index in range(len(state.ranges))),
+            key=lambda task: task[0].ranges[task[1]][1] - task[0].ranges[task[1]][0],
+            reverse=True,
+        )
+        tasks = collections.deque(ordered)
+        errors: list[BaseException] = []
+
+        def drain() -> None:
+            while not stop():
+                try:
+                    state, index = tasks.popleft()
+                except IndexError:
+                    return
+                try:
+                    self._run_range(state, index, progress, stop)
+                except BaseException as exc:
+                    errors.append(exc)
+                    abort.set()
+                    return
+
         try:
-            tasks = [(state, index) for state in states for index in range(len(state.ranges))]
-            # Big ranges first so the tail of the run is made of small tasks.
-            tasks.sort(key=lambda t: t[0].ranges[t[1]][1] - t[0].ranges[t[1]][0], reverse=True)
-            futures: list[Future[None]] = [
-                self._pool.submit(self._run_range, state, index, progress, stop) for state, index in tasks
-            ]
-            done, _pending = wait(futures, return_when=FIRST_EXCEPTION)
-            failed = next((f for f in done if f.exception() is not None), None)
-            if failed is not None:
-                abort.set()
-                for future in futures:
-                    future.cancel()
-                wait(futures)
-                error = failed.exception()
-                assert error is not None
-                raise error
-            if any(not state.fsync_alone for state in states):
+            wait([self._pool.submit(drain) for _ in range(min(self.options.workers, len(tasks)))])
+            if errors:
+                raise next((e for e in errors if not isinstance(e, DownloadCancelled)), errors[0])
+            if tasks or cancel.is_set():
+                raise DownloadCancelled("download cancelled")
+            if any(not state.big for state in states):
                 syncfs(dest)
         finally:
             for state in states:
@@ -261,12 +277,18 @@ class Downloader:
                     os.close(state.fd)
                     state.fd = -1
 
-    def _prepare(self, spec: ObjectSpec, dest: Path) -> _ObjectState:
-        path = dest / spec.relative
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def _prepare(self, objects: Sequence[ObjectSpec], dest: Path) -> list[_ObjectState]:
+        states = []
+        made: set[Path] = set()
         step = self.options.range_bytes
-        ranges = [(start, min(start + step, spec.size)) for start in range(0, spec.size, step)] or [(0, 0)]
-        return _ObjectState(spec, path, ranges, direct=self.options.direct_io)
+        for spec in objects:
+            path = dest / spec.relative
+            if path.parent not in made:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                made.add(path.parent)
+            ranges = [(start, min(start + step, spec.size)) for start in range(0, spec.size, step)] or [(0, 0)]
+            states.append(_ObjectState(spec, path, ranges, direct=self.options.direct_io))
+        return states
 
     def _run_range(self, state: _ObjectState, index: int, progress: Progress, stop: Stop) -> None:
         attempts = self.options.attempts
@@ -295,7 +317,7 @@ class Downloader:
             last = state.remaining == 0
         if not last:
             return
-        state.close(durable=state.fsync_alone)
+        state.close(durable=state.big)
         parts = [(c or 0, end - start) for c, (start, end) in zip(state.crcs, state.ranges, strict=True)]
         actual = to_gcs_base64(combine_parts(parts))
         expected = state.spec.crc32c

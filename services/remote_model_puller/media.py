@@ -1,17 +1,25 @@
 """Ranged, generation-pinned reads of the GCS JSON API media endpoint.
 
-One keep-alive ``http.client`` connection and one page-aligned read buffer per worker thread: bytes go
-from the socket into the buffer (``readinto``, until it is full or the range ends), from the buffer to
-the file (the sink: ``os.pwrite``, ``O_DIRECT`` where possible) and through CRC32C in place
-(:mod:`.native`), no per-chunk allocation or copy, the GIL released in all three.
+Each worker thread keeps one keep-alive HTTP/1.1 connection (TLS for real GCS) and one page-aligned read
+buffer: bytes go from the socket into the buffer (``recv_into``, until it is full or the range ends),
+from the buffer to the file (the sink: ``os.pwrite``, ``O_DIRECT`` where possible) and through CRC32C in
+place (:mod:`.native`), no per-chunk allocation or copy, the GIL released in all three.
+
+The HTTP exchange is a deliberately small one (:class:`_Connection`) rather than ``http.client``:
+measured, ``http.client`` spends most of a small object's client CPU parsing headers through
+``email.parser``, and on a 2-core node every cycle the puller spends is one the rest of the node lacks.
+It speaks only what a media GET needs: one request, a status line, headers, a body framed by
+``Content-Length``. Anything else (chunked framing, a transcoded ``Content-Encoding``, a body whose
+length is not the range asked for) is refused with a clear error instead of being guessed at.
 """
 
 from __future__ import annotations
 
-import http.client
+import socket
 import ssl
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 from services.common.errors import BucketError, BucketNotFound, BucketPermissionDenied, FleetError
@@ -19,6 +27,8 @@ from services.remote_model_puller.native import HashBuffer
 
 HeaderSource = Callable[[], dict[str, str]]
 Sink = Callable[[HashBuffer, int, int], None]  # (buffer, byte count, file offset of the first byte)
+
+HEAD_LIMIT = 64 * 1024  # a response head larger than this is refused
 
 
 class GenerationChanged(FleetError):
@@ -33,6 +43,86 @@ class DownloadCancelled(FleetError):
     """The service is stopping, or another part of the same version failed."""
 
 
+class ConnectionLost(Exception):
+    """The peer closed the connection before answering (a keep-alive connection it had timed out)."""
+
+
+class ProtocolError(Exception):
+    """The server's answer broke HTTP framing (``retryable``: a fresh connection may do better)."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class ResponseHead:
+    status: int
+    headers: dict[str, str]  # lower-cased names; a repeated header keeps its last value
+    keep_alive: bool
+
+
+class _Connection:
+    """One HTTP/1.1 connection: send a GET, read the head, then read the body into caller buffers."""
+
+    def __init__(self, host: str, port: int, *, timeout: float, tls: ssl.SSLContext | None) -> None:
+        raw = socket.create_connection((host, port), timeout=timeout)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock: socket.socket = tls.wrap_socket(raw, server_hostname=host) if tls is not None else raw
+        self.used = False
+        self._head = bytearray(HEAD_LIMIT)
+        self._pending = memoryview(b"")  # body bytes that arrived with the head
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def get(self, request: bytes) -> ResponseHead:
+        """Send one request and read the response head (raises ConnectionLost, OSError, ProtocolError)."""
+        reused, self.used = self.used, True
+        self.sock.sendall(request)
+        head, view = self._head, memoryview(self._head)
+        filled = 0
+        while True:
+            if filled == len(head):
+                raise ProtocolError("response head larger than 64 KiB", retryable=False)
+            got = self.sock.recv_into(view[filled:])
+            if not got:
+                if filled == 0 and reused:
+                    raise ConnectionLost()
+                raise ProtocolError("connection closed in the response head")
+            filled += got
+            end = head.find(b"\r\n\r\n", max(0, filled - got - 3), filled)
+            if end >= 0:
+                break
+        self._pending = view[end + 4 : filled]
+        lines = bytes(head[:end]).decode("latin-1").split("\r\n")
+        version, _, rest = lines[0].partition(" ")
+        try:
+            status = int(rest[:3])
+        except ValueError:
+            raise ProtocolError(f"not an HTTP status line: {lines[0][:80]!r}") from None
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        connection = headers.get("connection", "").lower()
+        keep_alive = version == "HTTP/1.1" and "close" not in connection
+        return ResponseHead(status, headers, keep_alive)
+
+    def read_into(self, view: memoryview) -> None:
+        """Fill ``view`` exactly with the next body bytes."""
+        count = 0
+        if self._pending:
+            count = min(len(self._pending), len(view))
+            view[:count] = self._pending[:count]
+            self._pending = self._pending[count:]
+        while count < len(view):
+            got = self.sock.recv_into(view[count:])
+            if not got:
+                raise ProtocolError(f"connection closed after {count} of {len(view)} body bytes")
+            count += got
+
+
 class MediaReader:
     """Thread-safe: every thread gets its own connection and buffer."""
 
@@ -44,14 +134,16 @@ class MediaReader:
             raise ValueError(f"bad GCS endpoint {endpoint!r}")
         self.https = parts.scheme == "https"
         self.host = parts.hostname
-        self.port = parts.port
+        self.port = parts.port or (443 if self.https else 80)
+        default_port = self.port == (443 if self.https else 80)
+        self.host_header = self.host if default_port else f"{self.host}:{self.port}"
         self.base_path = parts.path.rstrip("/")
         self.bucket = bucket
         self.timeout = timeout
         self.buffer_bytes = buffer_bytes
         self._headers = headers or dict
         self._local = threading.local()
-        self._ssl = ssl.create_default_context() if self.https else None
+        self._tls = ssl.create_default_context() if self.https else None
         self._lock = threading.Lock()
         self.requests = 0
 
@@ -63,30 +155,45 @@ class MediaReader:
 
     def read_range(self, name: str, generation: int, start: int, end: int, sink: Sink, stop: Callable[[], bool]) -> int:
         """Stream bytes [start, end) of ``name`` at ``generation`` into ``sink(buffer, count, offset)``
-        (every call but the range's last with a full buffer); returns
-        their CRC32C. Raises GenerationChanged, BucketError (retryable or not), DownloadCancelled."""
+        (every call but the range's last with a full buffer); returns their CRC32C.
+        Raises GenerationChanged, BucketError (retryable or not), DownloadCancelled."""
         with self._lock:
             self.requests += 1
-        connection = self._connection()
-        headers = {**self._headers(), "Range": f"bytes={start}-{end - 1}"}
-        try:
-            connection.request("GET", self.path_for(name, generation), headers=headers)
-            response = connection.getresponse()
-        except (OSError, http.client.HTTPException) as exc:
-            self._drop()
-            raise BucketError(f"read {name}: {type(exc).__name__}") from exc
+        lines = [f"GET {self.path_for(name, generation)} HTTP/1.1", f"Host: {self.host_header}"]
+        lines += [f"{key}: {value}" for key, value in self._headers().items()]
+        lines += [f"Range: bytes={start}-{end - 1}", "Accept-Encoding: identity", "", ""]
+        request = "\r\n".join(lines).encode("latin-1")
         ok = False
         try:
-            self._check(name, generation, response)
-            crc = self._stream(name, response, start, end, sink, stop)
-            ok = True
+            connection, head = self._exchange(request)
+            self._check(name, generation, head, end - start)
+            crc = self._stream(connection, start, end, sink, stop)
+            ok = head.keep_alive
             return crc
+        except ProtocolError as exc:
+            raise BucketError(f"read {name}: {exc}", retryable=exc.retryable) from exc
+        except (OSError, ConnectionLost) as exc:
+            raise BucketError(f"read {name}: {type(exc).__name__} {exc}".rstrip()) from exc
         finally:
             if not ok:
-                self._drop()  # the connection may hold unread bytes: never reuse it
+                self._drop()  # the connection may hold unread bytes or be closing: never reuse it
 
-    def _check(self, name: str, generation: int, response: http.client.HTTPResponse) -> None:
-        status = response.status
+    def _exchange(self, request: bytes) -> tuple[_Connection, ResponseHead]:
+        """Send on this thread's connection; a kept-alive one the server has closed meanwhile is replaced
+        once, at once (no backoff: nothing failed but an idle timeout)."""
+        connection = self._connection()
+        reused = connection.used
+        try:
+            return connection, connection.get(request)
+        except (ConnectionLost, ConnectionResetError, BrokenPipeError):
+            if not reused:
+                raise
+            self._drop()
+            connection = self._connection()
+            return connection, connection.get(request)
+
+    def _check(self, name: str, generation: int, head: ResponseHead, expected: int) -> None:
+        status = head.status
         if status in (404, 412):
             raise GenerationChanged(f"{name} generation {generation} is gone from the bucket")
         if status in (401, 403):
@@ -95,47 +202,53 @@ class MediaReader:
             raise BucketError(f"read {name}: HTTP {status}")
         if status not in (200, 206):
             raise BucketNotFound(f"read {name}: HTTP {status}", retryable=False)
-        answered = response.getheader("x-goog-generation")
+        answered = head.headers.get("x-goog-generation")
         if answered is not None and int(answered) != generation:
             raise GenerationChanged(f"{name} answered generation {answered}, expected {generation}")
+        headers = head.headers
+        stored = headers.get("x-goog-stored-content-encoding", "identity").lower()
+        encoding = headers.get("content-encoding", "identity").lower()
+        if stored != "identity" or encoding != "identity":
+            raise BucketError(
+                f"read {name}: object is stored with Content-Encoding {stored!r} and served as {encoding!r}; "
+                "upload model files without gzip encoding (no gsutil -z/-Z, no --gzip-*)",
+                retryable=False,
+            )
+        if "chunked" in headers.get("transfer-encoding", "").lower() or "content-length" not in headers:
+            raise BucketError(f"read {name}: response without Content-Length", retryable=False)
+        if int(headers["content-length"]) != expected:
+            raise BucketError(
+                f"read {name}: HTTP {status} with {headers['content-length']} bytes for a range of {expected}",
+                retryable=False,
+            )
 
-    def _stream(
-        self, name: str, response: http.client.HTTPResponse, start: int, end: int, sink: Sink, stop: Callable[[], bool]
-    ) -> int:
+    def _stream(self, connection: _Connection, start: int, end: int, sink: Sink, stop: Callable[[], bool]) -> int:
         buffer = self._buffer()
         view = buffer.view
         crc = 0
         offset = start
-        try:
-            while offset < end:
-                if stop():
-                    raise DownloadCancelled("download cancelled")
-                want = min(len(view), end - offset)
-                count = 0
-                while count < want:
-                    got = response.readinto(view[count:want])
-                    if not got:
-                        raise BucketError(f"read {name}: short read ({offset + count - start} of {end - start} bytes)")
-                    count += got
-                sink(buffer, count, offset)
-                crc = buffer.extend_crc(crc, count)
-                offset += count
-        except (OSError, http.client.HTTPException) as exc:
-            raise BucketError(f"read {name}: {type(exc).__name__} after {offset - start} bytes") from exc
+        while offset < end:
+            if stop():
+                raise DownloadCancelled("download cancelled")
+            count = min(len(view), end - offset)
+            try:
+                connection.read_into(view[:count])
+            except ProtocolError as exc:
+                raise ProtocolError(f"{exc} ({offset - start} of {end - start} bytes done)") from exc
+            sink(buffer, count, offset)
+            crc = buffer.extend_crc(crc, count)
+            offset += count
         return crc
 
-    def _connection(self) -> http.client.HTTPConnection:
-        connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
+    def _connection(self) -> _Connection:
+        connection: _Connection | None = getattr(self._local, "connection", None)
         if connection is None:
-            if self.https:
-                connection = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self._ssl)
-            else:
-                connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            connection = _Connection(self.host, self.port, timeout=self.timeout, tls=self._tls)
             self._local.connection = connection
         return connection
 
     def _drop(self) -> None:
-        connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
+        connection: _Connection | None = getattr(self._local, "connection", None)
         if connection is not None:
             connection.close()
             self._local.connection = None

@@ -15,15 +15,16 @@ import pytest
 from google.cloud import storage
 
 from services.remote_model_puller import download as download_module
-from services.remote_model_puller.download import Downloader, EngineOptions, ObjectSpec, Progress
+from services.remote_model_puller.download import BIG_OBJECT_BYTES, Downloader, EngineOptions, ObjectSpec, Progress
 from services.remote_model_puller.native import HashBuffer, crc32c_implementation
 from tests.support.gcs import FakeGcs
 
 KiB = 1 << 10
 BUFFER = 64 * KiB
 RANGE = 256 * KiB
-# Empty, under a block, one block, a block and a byte, a buffer and a byte, several ranges with an odd tail.
-SIZES = [0, 1, 4095, 4096, 4097, BUFFER + 1, 3 * RANGE + 12345]
+# Small objects (page cache): empty, under a block, one block, a block and a byte, a buffer and a byte,
+# several ranges with an odd tail. Big ones (O_DIRECT): a block-aligned size and an odd one.
+SIZES = [0, 1, 4095, 4096, 4097, BUFFER + 1, 3 * RANGE + 12345, BIG_OBJECT_BYTES, BIG_OBJECT_BYTES + 12345]
 
 
 def upload(bucket: storage.Bucket, tmp_path: Path) -> tuple[list[ObjectSpec], dict[str, bytes]]:
