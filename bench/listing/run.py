@@ -1,7 +1,7 @@
 """bench/listing: a sync poll over an unchanged bucket — list calls, object reads, wall time.
 
 1,000 models x 20 versions (3 objects each: saved_model.pb, variables.index, one data shard = 60,000
-objects) plus a desired-state document, uploaded into fake-gcs-server through the API. A real SyncWorker
+objects) plus a desired-state document, preloaded into fake-gcs-server (filesystem backend). A real SyncWorker
 makes a first pass (installs latest + previous of every model), then the measured poll with no change:
 
 - list calls: goal <= 1 page per 1,000 objects;
@@ -22,48 +22,37 @@ import shutil
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
-
-import urllib3
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.download.emulator import PreloadedEmulator  # noqa: E402
 from bench.download.puller_pass import build_worker  # noqa: E402
 from services.common.gcs import close_client  # noqa: E402
 from services.remote_model_puller.settings import Settings  # noqa: E402
-from tests.support.gcs import FakeGcs  # noqa: E402
 
 BUCKET = "listing"
 FILES = ("saved_model.pb", "variables/variables.index", "variables/variables.data-00000-of-00001")
 
 
-def seed(url: str, models: int, versions: int) -> int:
-    """Create the bucket and upload every object through the JSON API (16 at a time); returns the count.
-    (fake-gcs-server's ``-data`` preload is far too slow for 60,000 objects.)"""
-    http = urllib3.PoolManager(maxsize=16)
-    http.request("POST", f"{url}/storage/v1/b?project=bench", json={"name": BUCKET})
-    names = [
-        f"models/model-{m:04d}/{v}/{name}" for m in range(models) for v in range(1, versions + 1) for name in FILES
-    ]
-
-    def put(name: str, body: bytes) -> None:
-        response = http.request(
-            "POST",
-            f"{url}/upload/storage/v1/b/{BUCKET}/o?uploadType=media&name={quote(name, safe='')}",
-            body=body,
-            headers={"Content-Type": "application/octet-stream"},
-        )
-        if response.status != 200:
-            raise RuntimeError(f"upload {name}: HTTP {response.status}")
-
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda n: put(n, n.encode()), names))
-    put("models/_fleet/state.json", json.dumps({"models": {"model-0000": {"keep": 2}}}).encode())
-    return len(names) + 1
+def seed(data_dir: Path, models: int, versions: int) -> int:
+    """Write every object as a file the emulator loads at start (``-data``); returns the count.
+    (Uploading 60,000 objects through the API into the memory backend takes far too long: its inserts
+    and lookups scan every object. The filesystem backend loads them in about a minute.)"""
+    root = data_dir / BUCKET / "models"
+    count = 0
+    for m in range(models):
+        for v in range(1, versions + 1):
+            (root / f"model-{m:04d}" / str(v) / "variables").mkdir(parents=True)
+            for name in FILES:
+                path = root / f"model-{m:04d}" / str(v) / name
+                path.write_bytes(path.as_posix().encode())
+                count += 1
+    (root / "_fleet").mkdir()
+    (root / "_fleet" / "state.json").write_text(json.dumps({"models": {"model-0000": {"keep": 2}}}))
+    return count + 1
 
 
 async def measure(url: str, scratch: Path) -> dict[str, Any]:
@@ -112,12 +101,11 @@ def main() -> None:
     models, versions = args.models or models, args.versions or versions
     scratch = Path(tempfile.mkdtemp(prefix="bench-listing-"))
     try:
-        emulator = FakeGcs()
-        emulator.start()
+        started = time.perf_counter()
+        objects = seed(scratch / "data", models, versions)
+        emulator = PreloadedEmulator(scratch / "data", backend="filesystem")
         try:
-            started = time.perf_counter()
-            objects = seed(emulator.url, models, versions)
-            print(f"uploaded {objects} objects in {time.perf_counter() - started:.1f} s", flush=True)
+            print(f"emulator loaded {objects} objects in {time.perf_counter() - started:.1f} s", flush=True)
             result = asyncio.run(measure(emulator.url, scratch))
         finally:
             emulator.close()

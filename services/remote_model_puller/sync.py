@@ -15,6 +15,7 @@ Bad input (invalid state document, unsafe names, bucket errors) never touches wh
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -23,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 
 from google.cloud import storage
 
+from services.common.atomic import atomic_write_json
 from services.common.completeness import BucketScan, RemoteObject, VersionScan, scan_listing
 from services.common.contracts import Alarm, DesiredStateDocument, LocalDesired, Manifest, ManifestObject
 from services.common.contracts.base import utcnow
@@ -43,6 +45,8 @@ from services.remote_model_puller.plan import LocalVersion, Plan, PlanInputs, ma
 from services.remote_model_puller.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+BAD_DOWNLOADS_FILE = "puller-bad-downloads.json"  # under FLEET_STATE_DIR: survives restarts
 
 
 @dataclass
@@ -98,6 +102,7 @@ class SyncWorker(PeriodicWorker):
             state_dir=settings.state_dir,
         )
         self._started = False
+        self._load_bad_downloads()
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop the loop; downloads in flight are abandoned (their staging is cleared at next start)."""
@@ -280,6 +285,7 @@ class SyncWorker(PeriodicWorker):
             self.metrics.errors.labels(kind=exc.slug).inc()
             self.state.bad_downloads[key] = remote_fingerprint(vscan, self.settings.prefix)
             self.state.bad_reasons[key] = exc.detail
+            self._save_bad_downloads()
             return
         except DownloadCancelled:
             return
@@ -290,11 +296,38 @@ class SyncWorker(PeriodicWorker):
                 await asyncio.to_thread(self.store.discard_staging, staged)
         await asyncio.to_thread(self.store.write_manifest, self._manifest(vscan, specs))
         self.state.startup_problems.pop(key, None)
-        self.state.bad_downloads.pop(key, None)
         self.state.bad_reasons.pop(key, None)
+        if self.state.bad_downloads.pop(key, None) is not None:
+            self._save_bad_downloads()
         self.metrics.downloaded_bytes.inc(total)
         self.metrics.versions_installed.inc()
         logger.info("installed version in %.1fs", time.time() - progress.started_at, extra=extra)
+
+    def _load_bad_downloads(self) -> None:
+        """Versions whose bytes failed verification stay failed across restarts (until their bytes change):
+        a restart does not download a known-bad gigabyte again."""
+        path = self.settings.state_dir / BAD_DOWNLOADS_FILE
+        try:
+            entries = json.loads(path.read_text())["versions"]
+            loaded = {(str(e["model"]), int(e["version"])): (str(e["fingerprint"]), str(e["reason"])) for e in entries}
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.warning("ignoring unreadable %s: %s", path, exc)
+            return
+        for key, (fingerprint, reason) in loaded.items():
+            self.state.bad_downloads[key] = fingerprint
+            self.state.bad_reasons[key] = reason
+
+    def _save_bad_downloads(self) -> None:
+        entries = [
+            {"model": m, "version": v, "fingerprint": fp, "reason": self.state.bad_reasons.get((m, v), "")}
+            for (m, v), fp in sorted(self.state.bad_downloads.items())
+        ]
+        try:
+            atomic_write_json(self.settings.state_dir / BAD_DOWNLOADS_FILE, {"versions": entries})
+        except OSError as exc:  # kept in memory; only a restart would retry the download once
+            logger.error("could not record failed downloads: %s", exc)
 
     def _manifest(self, vscan: VersionScan, specs: list[ObjectSpec]) -> Manifest:
         return Manifest(

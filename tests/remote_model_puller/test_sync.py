@@ -124,10 +124,15 @@ async def test_corrupted_object_is_retried_then_version_marked_failed(
     assert desired.serve == [1]
     assert [a.kind for a in worker.state.alarms] == ["download-failed"]
     assert list((local / ".fleet" / "staging").iterdir()) == []
-    # The same bytes are not downloaded again on the next pass.
+    # The same bytes are not downloaded again on the next pass, nor after a restart.
     reads = dict(rules.media_reads)
     assert await worker.run_now()
+    restarted = make_worker(storage_emulator_host=url, download_attempts=3)
+    assert "crc32c mismatch" in restarted.state.bad_reasons[("ranker", 2)]
+    assert await restarted.run_now(), restarted.last_error
     assert rules.media_reads == reads
+    assert restarted.downloader.requests == 0
+    assert LocalDesired.read(desired_path(local)).models["ranker"].serve == [1]
 
 
 async def test_object_replaced_mid_download_restarts_the_version(
