@@ -10,9 +10,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
 
 from services.common.errors import TFServingError, Unavailable
 from services.common.tfs import ModelEntry, TFServingClient, VersionStatus
+from services.common.tfs.savedmodel import SavedModelUnreadable, read_serving_signatures
 from services.config_manager.loads import LoadTracker
 from services.config_manager.signatures import InputSignature, input_signature
 
@@ -51,6 +53,7 @@ class LiveView:
         self.status_timeout = status_timeout
         self.reload_timeout = reload_timeout
         self._signatures: dict[tuple[str, int, str | None], InputSignature] = {}
+        self._unreadable_on_disk: set[tuple[str, int, str | None]] = set()
         self._limit = asyncio.Semaphore(_CONCURRENCY)
 
     async def probe(self) -> None:
@@ -92,6 +95,31 @@ class LiveView:
                 found[version] = signature
         return found
 
+    async def read_disk_signatures(
+        self, model: str, base_path: Path, versions: Collection[int], fingerprints: Mapping[int, str | None]
+    ) -> None:
+        """Read (once per version and bytes) input signatures from ``saved_model.pb`` on disk, so a
+        changed signature is known *before* the version enters the config and takes "latest" traffic.
+        A file this cannot read (``saved_model.pbtxt``, an odd encoding) is left to :meth:`read_signatures`
+        once tfserving has loaded the version."""
+        for version in sorted(versions):
+            key = (model, version, fingerprints.get(version))
+            if key in self._signatures or key in self._unreadable_on_disk:
+                continue
+            try:
+                specs = await asyncio.to_thread(read_serving_signatures, base_path / str(version))
+            except SavedModelUnreadable as exc:
+                self._unreadable_on_disk.add(key)
+                logger.info(
+                    "signature of %s/%s not readable on disk, will ask tfserving once loaded: %s",
+                    model,
+                    version,
+                    exc,
+                    extra={"model": model, "version": version},
+                )
+                continue
+            self._signatures[key] = input_signature(specs)
+
     async def read_signatures(
         self, model: str, versions: Collection[int], fingerprints: Mapping[int, str | None]
     ) -> None:
@@ -120,6 +148,7 @@ class LiveView:
         """Drop cached signatures of versions no longer on disk (the cache stays bounded)."""
         for key in [k for k in self._signatures if k[1] not in on_disk.get(k[0], ())]:
             del self._signatures[key]
+        self._unreadable_on_disk = {k for k in self._unreadable_on_disk if k[1] in on_disk.get(k[0], ())}
 
     async def reload(self, entries: Sequence[ModelEntry], *, adds_models: bool) -> str:
         """HandleReloadConfigRequest with a deadline; returns ``"ok"`` or ``"deadline"``.

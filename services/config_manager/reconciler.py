@@ -123,6 +123,8 @@ class Reconciler(PeriodicWorker):
         fingerprints = {m: {v: self.manifests.fingerprint(m, v) for v in on_disk.get(m, ())} for m in names}
         self._record_failures(current, live, fingerprints)
         self.failed.prune(on_disk, fingerprints)
+        for m in sorted(names):
+            await self.live.read_disk_signatures(m, self.root / m, on_disk.get(m, frozenset()), fingerprints[m])
         for entry in current:
             loaded = available_versions(_states(live.get(entry.name))) & on_disk.get(entry.name, frozenset())
             await self.live.read_signatures(entry.name, loaded, fingerprints[entry.name])

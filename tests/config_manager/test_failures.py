@@ -66,9 +66,15 @@ async def test_changed_input_signature_is_held_until_allowed(node: Node) -> None
     node.desire(m=target([1], labels={"stable": 1}))
     assert await reconciler.run_now(), reconciler.last_error
 
-    node.add_version("m", 2, changed_signature=True)
-    node.desire(m=target([2], labels={"stable": 2}))
-    assert await reconciler.run_now(), reconciler.last_error
+    reloads_before = reconciler.snapshot.reloads
+    async with predict_loop(node, "m") as latest:
+        node.add_version("m", 2, changed_signature=True)
+        node.desire(m=target([2], labels={"stable": 2}))
+        assert await reconciler.run_now(), reconciler.last_error
+    # The signature is read from saved_model.pb on disk: version 2 never enters the config, so it never
+    # takes a single unversioned ("latest") call with the old inputs.
+    assert reconciler.snapshot.reloads == reloads_before
+    assert latest.calls > 0 and latest.failures == [] and latest.versions == [1]
     assert served(node) == [("m", (1,), {"stable": 1})]
     status = build_status(reconciler, hostname="n1", software_version="t")
     held = status.models["m"].held
