@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from google.cloud import storage
 
@@ -28,6 +29,7 @@ from services.common.atomic import atomic_write_json
 from services.common.completeness import BucketScan, RemoteObject, VersionScan, scan_listing
 from services.common.contracts import Alarm, DesiredStateDocument, LocalDesired, Manifest, ManifestObject
 from services.common.contracts.base import utcnow
+from services.common.contracts.local import fleet_dir
 from services.common.errors import BucketError, IntegrityError
 from services.common.gcs import ListingStats, list_objects
 from services.common.worker import PeriodicWorker
@@ -46,7 +48,7 @@ from services.remote_model_puller.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-BAD_DOWNLOADS_FILE = "puller-bad-downloads.json"  # under FLEET_STATE_DIR: survives restarts
+BAD_DOWNLOADS_FILE = "puller-bad-downloads.json"  # in LOCAL/.fleet: on the volume, survives new containers
 
 
 @dataclass
@@ -303,10 +305,14 @@ class SyncWorker(PeriodicWorker):
         self.metrics.versions_installed.inc()
         logger.info("installed version in %.1fs", time.time() - progress.started_at, extra=extra)
 
+    @property
+    def _bad_downloads_path(self) -> Path:
+        return fleet_dir(self.settings.local_model_directory) / BAD_DOWNLOADS_FILE
+
     def _load_bad_downloads(self) -> None:
         """Versions whose bytes failed verification stay failed across restarts (until their bytes change):
         a restart does not download a known-bad gigabyte again."""
-        path = self.settings.state_dir / BAD_DOWNLOADS_FILE
+        path = self._bad_downloads_path
         try:
             entries = json.loads(path.read_text())["versions"]
             loaded = {(str(e["model"]), int(e["version"])): (str(e["fingerprint"]), str(e["reason"])) for e in entries}
@@ -325,7 +331,7 @@ class SyncWorker(PeriodicWorker):
             for (m, v), fp in sorted(self.state.bad_downloads.items())
         ]
         try:
-            atomic_write_json(self.settings.state_dir / BAD_DOWNLOADS_FILE, {"versions": entries})
+            atomic_write_json(self._bad_downloads_path, {"versions": entries})
         except OSError as exc:  # kept in memory; only a restart would retry the download once
             logger.error("could not record failed downloads: %s", exc)
 
