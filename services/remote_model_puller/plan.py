@@ -123,7 +123,7 @@ def _plan_model(name: str, inputs: PlanInputs, plan: Plan) -> ModelPlan | None:
     )
     for (model, version), _fp in inputs.bad_downloads.items():
         if model == name:
-            model_plan.problems.append(f"version {version}: download failed verification; not installed")
+            model_plan.problems.append(f"version {version}: download failed (bytes not verifiable); not installed")
     if policy.enabled and not complete and previous is not None and previous.enabled and previous.serve:
         if inputs.guard:
             model_plan.target = previous

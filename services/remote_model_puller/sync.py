@@ -30,7 +30,7 @@ from services.common.completeness import BucketScan, RemoteObject, VersionScan, 
 from services.common.contracts import Alarm, DesiredStateDocument, LocalDesired, Manifest, ManifestObject
 from services.common.contracts.base import utcnow
 from services.common.contracts.local import fleet_dir
-from services.common.errors import BucketError, IntegrityError
+from services.common.errors import BucketError, BucketPermissionDenied, IntegrityError
 from services.common.gcs import ListingStats, list_objects
 from services.common.worker import PeriodicWorker
 from services.remote_model_puller.document import DocumentSource
@@ -282,8 +282,12 @@ class SyncWorker(PeriodicWorker):
             self.metrics.errors.labels(kind=exc.slug).inc()
             self.trigger(vscan.model)
             return
-        except IntegrityError as exc:
-            logger.error("version failed verification, not installed: %s", exc.detail, extra=extra)
+        except (IntegrityError, BucketError) as exc:
+            if isinstance(exc, BucketError) and (exc.retryable or isinstance(exc, BucketPermissionDenied)):
+                raise  # the bucket, not this version: the pass fails and is retried with backoff
+            # Bytes that fail verification, or that the bucket serves in a form that cannot be verified
+            # (gzip transcoding, wrong length): this version, at these generations, is not installable.
+            logger.error("version not installable, not installed: %s", exc.detail, extra=extra)
             self.metrics.errors.labels(kind=exc.slug).inc()
             self.state.bad_downloads[key] = remote_fingerprint(vscan, self.settings.prefix)
             self.state.bad_reasons[key] = exc.detail

@@ -19,6 +19,7 @@ class Misbehaviour:
     before_read: dict[str, Callable[[], None]] = field(default_factory=dict)  # run once, then forward
     media_reads: dict[str, int] = field(default_factory=dict)
     fail_all: int | None = None  # answer every request with this status (403: permissions revoked)
+    extra_headers: dict[str, dict[str, str]] = field(default_factory=dict)  # added to media reads of an object
 
 
 @contextmanager
@@ -64,6 +65,8 @@ def gcs_proxy(upstream: str) -> Iterator[tuple[str, Misbehaviour]]:
             for key, value in response.headers.items():
                 if key.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
                     self.send_header(key, value)
+            for key, value in rules.extra_headers.get(name or "", {}).items():
+                self.send_header(key, value)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

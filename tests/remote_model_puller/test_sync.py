@@ -135,6 +135,25 @@ async def test_corrupted_object_is_retried_then_version_marked_failed(
     assert LocalDesired.read(desired_path(local)).models["ranker"].serve == [1]
 
 
+async def test_object_served_gzip_transcoded_fails_its_version_only(
+    tmp_path: Path, bucket: storage.Bucket, fake_gcs: FakeGcs, make_worker: Callable[..., SyncWorker]
+) -> None:
+    upload_version(bucket, write_fake_model(tmp_path / "src", 1), "ranker", "1")
+    upload_version(bucket, write_fake_model(tmp_path / "src", 2), "ranker", "2")
+    upload_version(bucket, write_fake_model(tmp_path / "other", 5), "scorer", "5")
+    gzipped = "models/ranker/2/saved_model.pb"  # as `gsutil cp -Z` leaves it: stored gzip, served inflated
+    with gcs_proxy(fake_gcs.url) as (url, rules):
+        rules.extra_headers[gzipped] = {"x-goog-stored-content-encoding": "gzip"}
+        worker = make_worker(storage_emulator_host=url)
+        assert await worker.run_now(), worker.last_error
+    local = worker.settings.local_model_directory
+    assert not (local / "ranker" / "2").exists()
+    assert (local / "ranker" / "1").is_dir() and (local / "scorer" / "5").is_dir(), "the rest of the pass goes on"
+    assert "gzip" in worker.state.bad_reasons[("ranker", 2)]
+    assert LocalDesired.read(desired_path(local)).models["ranker"].serve == [1]
+    assert rules.media_reads[gzipped] == 1, "refused at once, not retried"
+
+
 async def test_object_replaced_mid_download_restarts_the_version(
     tmp_path: Path, bucket: storage.Bucket, fake_gcs: FakeGcs, make_worker: Callable[..., SyncWorker]
 ) -> None:
