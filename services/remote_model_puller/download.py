@@ -18,8 +18,6 @@
 from __future__ import annotations
 
 import collections
-import errno
-import fcntl
 import logging
 import os
 import random
@@ -34,6 +32,7 @@ from services.common.errors import BucketError, IntegrityError
 from services.remote_model_puller.crc import combine_parts, from_gcs_base64, to_gcs_base64
 from services.remote_model_puller.media import DownloadCancelled, GenerationChanged, HeaderSource, MediaReader
 from services.remote_model_puller.native import HashBuffer, start_writeback, syncfs
+from services.remote_model_puller.objectfile import DIRECT_ALIGN, ObjectFile, ObjectSpec
 
 __all__ = [
     "DownloadCancelled",
@@ -48,18 +47,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MiB = 1 << 20
-DIRECT_ALIGN = 4096  # O_DIRECT: buffer address, file offset and length multiples of the block size
-
-
-@dataclass(frozen=True)
-class ObjectSpec:
-    """One object to fetch: full bucket name, path relative to the version dir, and listing facts."""
-
-    name: str
-    relative: str
-    size: int
-    generation: int
-    crc32c: str | None
 
 
 @dataclass
@@ -99,109 +86,7 @@ class EngineOptions:
 
 
 Stop = Callable[[], bool]
-BIG_OBJECT_BYTES = 8 * MiB
 WRITEBACK_BYTES = 8 * MiB  # page-cache writes: start writeback every this many bytes (and at a range's end)
-
-
-class _ObjectState:
-    """Per object: the staged file, the CRC of each range, how many ranges are still running.
-
-    The file is written with ``O_DIRECT`` when the options ask for it and the filesystem takes it: bytes
-    go from the read buffer to the disk without passing through the page cache, so a gigabyte costs no
-    page-cache allocation (expensive on VMs) and the final ``fsync`` only commits metadata. The last
-    write of an object whose size is not a multiple of the block size is padded and the file truncated
-    back to its size when it is complete. Where ``O_DIRECT`` is refused (tmpfs, some network or FUSE
-    filesystems: ``EINVAL``), the file falls back to the page cache with early writeback.
-    """
-
-    def __init__(self, spec: ObjectSpec, path: Path, ranges: list[tuple[int, int]], *, direct: bool) -> None:
-        self.spec = spec
-        self.path = path
-        self.ranges = ranges
-        self.crcs: list[int | None] = [None] * len(ranges)
-        self.remaining = len(ranges)
-        self.lock = threading.Lock()
-        self.fd = -1
-        self.opened = False
-        self.direct = direct and self.big
-        self.padded = False
-
-    @property
-    def big(self) -> bool:
-        """Big objects are preallocated, written with O_DIRECT and fsynced by themselves as they finish.
-        Small ones go through the page cache with early writeback and are made durable by one syncfs at
-        the end (per file, preallocation, O_DIRECT padding and fsync cost more than they save)."""
-        return self.spec.size >= BIG_OBJECT_BYTES
-
-    def open(self) -> int:
-        """Create and preallocate the file on first use (at most ~workers files open at once)."""
-        with self.lock:
-            if not self.opened:
-                self.fd = self._open(os.O_TRUNC)
-                self.opened = True
-                if self.big:
-                    try:
-                        os.posix_fallocate(self.fd, 0, self.spec.size)  # ENOSPC now, not halfway through
-                    except OSError as exc:
-                        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                            raise
-                        os.ftruncate(self.fd, self.spec.size)
-            return self.fd
-
-    def reopen(self) -> int:
-        """Open the existing file again (a whole-object refetch after a CRC mismatch)."""
-        self.fd = self._open(0)
-        return self.fd
-
-    def _open(self, extra: int) -> int:
-        flags = os.O_WRONLY | os.O_CREAT | extra
-        if self.direct:
-            try:
-                return os.open(self.path, flags | os.O_DIRECT, 0o664)
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-                self._note_buffered("open")
-        return os.open(self.path, flags, 0o664)
-
-    def _note_buffered(self, where: str) -> None:
-        if self.direct:
-            self.direct = False
-            logger.info("O_DIRECT refused (%s), writing through the page cache", where, extra={"path": str(self.path)})
-
-    def write(self, buffer: HashBuffer, count: int, offset: int) -> None:
-        """Write the buffer's first ``count`` bytes at ``offset`` (the whole of it reaches the file)."""
-        if self.direct:
-            view = buffer.view[:count]
-            if count % DIRECT_ALIGN:  # only an object's last bytes
-                view = buffer.padded(count, DIRECT_ALIGN)
-                self.padded = True
-            try:
-                _pwrite_all(self.fd, view, offset)
-                return
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-                fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) & ~os.O_DIRECT)
-                self._note_buffered("write")
-        _pwrite_all(self.fd, buffer.view[:count], offset)
-
-    def close(self, *, durable: bool) -> None:
-        """Trim any O_DIRECT padding, fsync if asked, close."""
-        try:
-            if self.padded:
-                os.ftruncate(self.fd, self.spec.size)
-            if durable:
-                os.fsync(self.fd)
-        finally:
-            os.close(self.fd)
-            self.fd = -1
-
-
-def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view, offset = view[written:], offset + written
 
 
 class Downloader:
@@ -277,7 +162,7 @@ class Downloader:
                     os.close(state.fd)
                     state.fd = -1
 
-    def _prepare(self, objects: Sequence[ObjectSpec], dest: Path) -> list[_ObjectState]:
+    def _prepare(self, objects: Sequence[ObjectSpec], dest: Path) -> list[ObjectFile]:
         states = []
         made: set[Path] = set()
         step = self.options.range_bytes
@@ -287,10 +172,10 @@ class Downloader:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 made.add(path.parent)
             ranges = [(start, min(start + step, spec.size)) for start in range(0, spec.size, step)] or [(0, 0)]
-            states.append(_ObjectState(spec, path, ranges, direct=self.options.direct_io))
+            states.append(ObjectFile(spec, path, ranges, direct=self.options.direct_io))
         return states
 
-    def _run_range(self, state: _ObjectState, index: int, progress: Progress, stop: Stop) -> None:
+    def _run_range(self, state: ObjectFile, index: int, progress: Progress, stop: Stop) -> None:
         attempts = self.options.attempts
         for attempt in range(1, attempts + 1):
             if stop():
@@ -309,7 +194,7 @@ class Downloader:
                 time.sleep(min(4.0, 0.2 * 2**attempt) * random.uniform(0.5, 1.0))
         self._finish_range(state, index, crc, progress, stop)
 
-    def _finish_range(self, state: _ObjectState, index: int, crc: int, progress: Progress, stop: Stop) -> None:
+    def _finish_range(self, state: ObjectFile, index: int, crc: int, progress: Progress, stop: Stop) -> None:
         state.open()  # empty objects have no range to fetch but still become a file
         with state.lock:
             state.crcs[index] = crc
@@ -326,7 +211,7 @@ class Downloader:
         logger.warning("crc32c mismatch: bucket says %s, got %s", expected, actual, extra={"object": state.spec.name})
         self._refetch(state, expected, actual, progress, stop)
 
-    def _refetch(self, state: _ObjectState, expected: str, actual: str, progress: Progress, stop: Stop) -> None:
+    def _refetch(self, state: ObjectFile, expected: str, actual: str, progress: Progress, stop: Stop) -> None:
         """Fetch a whole object again in this thread after a CRC mismatch (bounded), then give up."""
         for _attempt in range(1, self.options.attempts):
             progress.add(-state.spec.size)
@@ -346,7 +231,7 @@ class Downloader:
             object=state.spec.name,
         )
 
-    def _fetch_range(self, state: _ObjectState, index: int, progress: Progress, stop: Stop) -> int:
+    def _fetch_range(self, state: ObjectFile, index: int, progress: Progress, stop: Stop) -> int:
         start, end = state.ranges[index]
         if end == start:
             return 0

@@ -15,24 +15,21 @@ Bad input (invalid state document, unsafe names, bucket errors) never touches wh
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from google.cloud import storage
 
-from services.common.atomic import atomic_write_json
 from services.common.completeness import BucketScan, RemoteObject, VersionScan, scan_listing
 from services.common.contracts import Alarm, DesiredStateDocument, LocalDesired, Manifest, ManifestObject
 from services.common.contracts.base import utcnow
-from services.common.contracts.local import fleet_dir
 from services.common.errors import BucketError, BucketPermissionDenied, IntegrityError
 from services.common.gcs import ListingStats, list_objects
 from services.common.worker import PeriodicWorker
+from services.remote_model_puller import baddownloads
 from services.remote_model_puller.document import DocumentSource
 from services.remote_model_puller.download import (
     DownloadCancelled,
@@ -47,8 +44,6 @@ from services.remote_model_puller.plan import LocalVersion, Plan, PlanInputs, ma
 from services.remote_model_puller.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-BAD_DOWNLOADS_FILE = "puller-bad-downloads.json"  # in LOCAL/.fleet: on the volume, survives new containers
 
 
 @dataclass
@@ -104,6 +99,7 @@ class SyncWorker(PeriodicWorker):
             state_dir=settings.state_dir,
         )
         self._started = False
+        self._bad_path = baddownloads.path_for(settings.local_model_directory)
         self._load_bad_downloads()
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -309,35 +305,13 @@ class SyncWorker(PeriodicWorker):
         self.metrics.versions_installed.inc()
         logger.info("installed version in %.1fs", time.time() - progress.started_at, extra=extra)
 
-    @property
-    def _bad_downloads_path(self) -> Path:
-        return fleet_dir(self.settings.local_model_directory) / BAD_DOWNLOADS_FILE
-
     def _load_bad_downloads(self) -> None:
-        """Versions whose bytes failed verification stay failed across restarts (until their bytes change):
-        a restart does not download a known-bad gigabyte again."""
-        path = self._bad_downloads_path
-        try:
-            entries = json.loads(path.read_text())["versions"]
-            loaded = {(str(e["model"]), int(e["version"])): (str(e["fingerprint"]), str(e["reason"])) for e in entries}
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            logger.warning("ignoring unreadable %s: %s", path, exc)
-            return
-        for key, (fingerprint, reason) in loaded.items():
+        for key, (fingerprint, reason) in baddownloads.load(self._bad_path).items():
             self.state.bad_downloads[key] = fingerprint
             self.state.bad_reasons[key] = reason
 
     def _save_bad_downloads(self) -> None:
-        entries = [
-            {"model": m, "version": v, "fingerprint": fp, "reason": self.state.bad_reasons.get((m, v), "")}
-            for (m, v), fp in sorted(self.state.bad_downloads.items())
-        ]
-        try:
-            atomic_write_json(self._bad_downloads_path, {"versions": entries})
-        except OSError as exc:  # kept in memory; only a restart would retry the download once
-            logger.error("could not record failed downloads: %s", exc)
+        baddownloads.save(self._bad_path, self.state.bad_downloads, self.state.bad_reasons)
 
     def _manifest(self, vscan: VersionScan, specs: list[ObjectSpec]) -> Manifest:
         return Manifest(

@@ -14,9 +14,10 @@ import google_crc32c
 import pytest
 from google.cloud import storage
 
-from services.remote_model_puller import download as download_module
-from services.remote_model_puller.download import BIG_OBJECT_BYTES, Downloader, EngineOptions, ObjectSpec, Progress
+from services.remote_model_puller import objectfile
+from services.remote_model_puller.download import Downloader, EngineOptions, ObjectSpec, Progress
 from services.remote_model_puller.native import HashBuffer, crc32c_implementation
+from services.remote_model_puller.objectfile import BIG_OBJECT_BYTES
 from tests.support.gcs import FakeGcs
 
 KiB = 1 << 10
@@ -80,7 +81,7 @@ def test_direct_io_refused_at_open_falls_back_to_the_page_cache(
             raise OSError(errno.EINVAL, "Invalid argument")
         return real_open(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(download_module.os, "open", no_direct_open)
+    monkeypatch.setattr(objectfile.os, "open", no_direct_open)
     specs, expected = upload(bucket, tmp_path)
     fetch(fake_gcs, bucket, specs, tmp_path / "out", direct_io=True)
     assert refused, "the engine asked for O_DIRECT"
@@ -99,7 +100,7 @@ def test_direct_io_refused_at_write_falls_back_to_the_page_cache(
             raise OSError(errno.EINVAL, "Invalid argument")
         return real_pwrite(fd, data, offset)
 
-    monkeypatch.setattr(download_module.os, "pwrite", no_direct_pwrite)
+    monkeypatch.setattr(objectfile.os, "pwrite", no_direct_pwrite)
     specs, expected = upload(bucket, tmp_path)
     fetch(fake_gcs, bucket, specs, tmp_path / "out", direct_io=True)
     assert refused, "the first write went out with O_DIRECT"
