@@ -109,6 +109,11 @@ class _Connection:
         keep_alive = version == "HTTP/1.1" and "close" not in connection
         return ResponseHead(status, headers, keep_alive)
 
+    @property
+    def drained(self) -> bool:
+        """No bytes beyond the last body were received (otherwise the connection cannot be reused)."""
+        return not self._pending
+
     def read_into(self, view: memoryview) -> None:
         """Fill ``view`` exactly with the next body bytes."""
         count = 0
@@ -136,7 +141,8 @@ class MediaReader:
         self.host = parts.hostname
         self.port = parts.port or (443 if self.https else 80)
         default_port = self.port == (443 if self.https else 80)
-        self.host_header = self.host if default_port else f"{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal
+        self.host_header = host if default_port else f"{host}:{self.port}"
         self.base_path = parts.path.rstrip("/")
         self.bucket = bucket
         self.timeout = timeout
@@ -168,7 +174,7 @@ class MediaReader:
             connection, head = self._exchange(request)
             self._check(name, generation, head, end - start)
             crc = self._stream(connection, start, end, sink, stop)
-            ok = head.keep_alive
+            ok = head.keep_alive and connection.drained
             return crc
         except ProtocolError as exc:
             raise BucketError(f"read {name}: {exc}", retryable=exc.retryable) from exc

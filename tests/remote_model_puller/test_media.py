@@ -129,6 +129,26 @@ def test_connection_close_header_is_honoured_and_keep_alive_reused() -> None:
     assert script.connections == 1
 
 
+def test_bytes_beyond_the_body_mean_the_connection_is_not_reused() -> None:
+    with scripted_server(lambda head, n: Reply(ok().payload + b"HTTP/1.1 200 OK\r\n")) as (url, script):
+        reader = MediaReader(endpoint=url, bucket="b", timeout=5, buffer_bytes=4096)
+        for _ in range(2):
+            reader.read_range("f", 7, 0, len(BODY), lambda *a: None, lambda: False)
+    assert script.connections == 2
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "host"),
+    [
+        ("http://127.0.0.1:4443", "127.0.0.1:4443"),
+        ("https://storage.googleapis.com", "storage.googleapis.com"),
+        ("http://[::1]:8080", "[::1]:8080"),
+    ],
+)
+def test_host_header_names_the_port_and_brackets_ipv6(endpoint: str, host: str) -> None:
+    assert MediaReader(endpoint=endpoint, bucket="b", timeout=1, buffer_bytes=4096).host_header == host
+
+
 @pytest.mark.parametrize(
     ("reply", "message", "retryable"),
     [
