@@ -35,7 +35,7 @@ class ObjectSpec:
 class ObjectFile:
     """Per object: the staged file, the CRC of each range, how many ranges are still running.
 
-    The file is written with ``O_DIRECT`` when the options ask for it and the filesystem takes it: bytes
+    A big object's file is written with ``O_DIRECT`` when the options ask for it and the filesystem takes it: bytes
     go from the read buffer to the disk without passing through the page cache, so a gigabyte costs no
     page-cache allocation (expensive on VMs) and the final ``fsync`` only commits metadata. The last
     write of an object whose size is not a multiple of the block size is padded and the file truncated
