@@ -40,6 +40,7 @@ async def test_corrupt_version_fails_once_old_keeps_serving_and_new_bytes_load(n
     async with predict_loop(node, "m", label="stable") as stable:
         assert await reconciler.run_now(), reconciler.last_error
         assert await reconciler.run_now(), reconciler.last_error  # a second pass changes nothing
+        assert await stable.reached(3), stable.versions  # the loop has been answered at least once
     assert stable.failures == [] and stable.versions == [3]
     assert served(node) == [("m", (3,), {"stable": 3})]
     failed = FailedDocument.read(failed_path(node.root))
@@ -71,6 +72,7 @@ async def test_changed_input_signature_is_held_until_allowed(node: Node) -> None
         node.add_version("m", 2, changed_signature=True)
         node.desire(m=target([2], labels={"stable": 2}))
         assert await reconciler.run_now(), reconciler.last_error
+        assert await latest.reached(1), latest.versions  # the loop has been answered at least once
     # The signature is read from saved_model.pb on disk: version 2 never enters the config, so it never
     # takes a single unversioned ("latest") call with the old inputs.
     assert reconciler.snapshot.reloads == reloads_before
