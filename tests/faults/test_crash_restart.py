@@ -56,6 +56,7 @@ def test_puller_killed_mid_download(fleet: FaultFleet, model_versions: dict[int,
         victim.puller.start()
         victim.puller.wait_healthy(30)
         converge(fleet.nodes, [2], timeout=180)
+        loop.wait_answered(victim.hostname, 2, timeout=10)
         stats = loop.stop()
     assert caught["bytes_done"] < caught["bytes_total"]
     assert left_in_staging, "the kill did not land mid-download"
@@ -89,6 +90,7 @@ def test_config_manager_killed_mid_reload(fleet: FaultFleet, model_versions: dic
         victim.config_manager.start()
         victim.config_manager.wait_healthy(30)
         converge(fleet.nodes, [2], timeout=180)
+        loop.wait_answered(victim.hostname, 2, timeout=10)
         stats = loop.stop()
     entries = {e.name: e for e in parse_config(victim.config_file.read_text())}
     assert entries[MODEL].versions == (2,)

@@ -147,6 +147,16 @@ class PredictLoop:
             time.sleep(0.1)
         return self.snapshot()
 
+    def wait_answered(self, host: str, version: int, *, timeout: float) -> bool:
+        """Block (bounded) until ``host`` has answered at least one call from ``version``: a test that has
+        just seen the version become AVAILABLE cannot assume the loop has called it since."""
+        deadline = time.monotonic() + timeout
+        while self.snapshot().versions.get(host, Counter())[version] == 0:
+            if time.monotonic() > deadline or self._error is not None:
+                return False
+            time.sleep(0.05)
+        return True
+
     def __enter__(self) -> PredictLoop:
         return self.start()
 
