@@ -18,11 +18,3 @@ class PreloadedEmulator(FakeGcs):
     def __init__(self, data_dir: Path, *, backend: str = "memory", timeout: float = 900.0) -> None:
         super().__init__(backend=backend, preload=data_dir)
         self.start(timeout=timeout)
-
-    def env(self) -> dict[str, str]:
-        return {
-            "STORAGE_EMULATOR_HOST": self.url,
-            "CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE": f"{self.url}/storage/v1/",
-            "CLOUDSDK_AUTH_DISABLE_CREDENTIALS": "true",
-            "CLOUDSDK_CORE_PROJECT": "bench",
-        }

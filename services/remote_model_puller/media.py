@@ -139,10 +139,10 @@ class MediaReader:
             raise ValueError(f"bad GCS endpoint {endpoint!r}")
         self.https = parts.scheme == "https"
         self.host = parts.hostname
-        self.port = parts.port or (443 if self.https else 80)
-        default_port = self.port == (443 if self.https else 80)
+        default_port = 443 if self.https else 80
+        self.port = parts.port or default_port
         host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal
-        self.host_header = host if default_port else f"{host}:{self.port}"
+        self.host_header = host if self.port == default_port else f"{host}:{self.port}"
         self.base_path = parts.path.rstrip("/")
         self.bucket = bucket
         self.timeout = timeout

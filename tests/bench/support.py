@@ -11,10 +11,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_smoke(name: str, out: Path, *, timeout: float) -> tuple[dict[str, Any], str]:
-    """``python bench/<name>/run.py --smoke --json out`` → (report, stdout); fails the test with the output tail."""
+def run_bench(name: str, *args: str, timeout: float) -> str:
+    """``python bench/<name>/run.py ARGS`` → stdout; fails the test with the output tail."""
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / name / "run.py"), "--smoke", "--json", str(out)],
+        [sys.executable, str(ROOT / "bench" / name / "run.py"), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -22,4 +22,10 @@ def run_smoke(name: str, out: Path, *, timeout: float) -> tuple[dict[str, Any], 
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return json.loads(out.read_text()), done.stdout
+    return done.stdout
+
+
+def run_smoke(name: str, out: Path, *, timeout: float) -> tuple[dict[str, Any], str]:
+    """``python bench/<name>/run.py --smoke --json out`` → (report, stdout)."""
+    stdout = run_bench(name, "--smoke", "--json", str(out), timeout=timeout)
+    return json.loads(out.read_text()), stdout

@@ -28,7 +28,7 @@ RANGE = 256 * KiB
 SIZES = [0, 1, 4095, 4096, 4097, BUFFER + 1, 3 * RANGE + 12345, BIG_OBJECT_BYTES, BIG_OBJECT_BYTES + 12345]
 
 
-def upload(bucket: storage.Bucket, tmp_path: Path) -> tuple[list[ObjectSpec], dict[str, bytes]]:
+def upload(bucket: storage.Bucket) -> tuple[list[ObjectSpec], dict[str, bytes]]:
     specs, expected = [], {}
     for size in SIZES:
         data = os.urandom(size)
@@ -63,7 +63,7 @@ def files(dest: Path) -> dict[str, bytes]:
 def test_every_size_arrives_byte_exact(
     fake_gcs: FakeGcs, bucket: storage.Bucket, tmp_path: Path, direct_io: bool
 ) -> None:
-    specs, expected = upload(bucket, tmp_path)
+    specs, expected = upload(bucket)
     progress = fetch(fake_gcs, bucket, specs, tmp_path / "out", direct_io=direct_io)
     assert files(tmp_path / "out") == expected  # sizes included: O_DIRECT padding is trimmed
     assert progress.bytes_done == progress.bytes_total
@@ -82,7 +82,7 @@ def test_direct_io_refused_at_open_falls_back_to_the_page_cache(
         return real_open(path, flags, *args, **kwargs)
 
     monkeypatch.setattr(objectfile.os, "open", no_direct_open)
-    specs, expected = upload(bucket, tmp_path)
+    specs, expected = upload(bucket)
     fetch(fake_gcs, bucket, specs, tmp_path / "out", direct_io=True)
     assert refused, "the engine asked for O_DIRECT"
     assert files(tmp_path / "out") == expected
@@ -101,7 +101,7 @@ def test_direct_io_refused_at_write_falls_back_to_the_page_cache(
         return real_pwrite(fd, data, offset)
 
     monkeypatch.setattr(objectfile.os, "pwrite", no_direct_pwrite)
-    specs, expected = upload(bucket, tmp_path)
+    specs, expected = upload(bucket)
     fetch(fake_gcs, bucket, specs, tmp_path / "out", direct_io=True)
     assert refused, "the first write went out with O_DIRECT"
     assert files(tmp_path / "out") == expected

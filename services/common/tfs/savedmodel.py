@@ -17,6 +17,7 @@ version is loaded.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
@@ -91,25 +92,13 @@ def _signatures(entries: list[bytes]) -> dict[str, SignatureSpec]:
 def _strings(data: bytes, wanted_field: int) -> list[str]:
     """Every length-delimited ``wanted_field`` of a small message held in memory, as text."""
     found = []
-    pos = 0
-    while pos < len(data):
-        key, pos = _decode_varint(data, pos)
-        field, wire = key >> 3, key & 7
-        if wire == VARINT:
-            _, pos = _decode_varint(data, pos)
-        elif wire == I64:
-            pos += 8
-        elif wire == I32:
-            pos += 4
-        elif wire == LEN:
-            length, pos = _decode_varint(data, pos)
-            if field == wanted_field:
-                found.append(data[pos : pos + length].decode("utf-8", "replace"))
-            pos += length
+    f = io.BytesIO(data)
+    while f.tell() < len(data):
+        field, wire = _tag(f)
+        if field == wanted_field and wire == LEN:
+            found.append(_read(f, _varint(f), len(data)).decode("utf-8", "replace"))
         else:
-            raise SavedModelUnreadable(f"wire type {wire} in MetaInfoDef")
-    if pos != len(data):
-        raise SavedModelUnreadable("MetaInfoDef is truncated")
+            _skip(f, wire, len(data))
     return found
 
 
@@ -156,19 +145,6 @@ def _varint(f: BinaryIO) -> int:
         value |= (byte[0] & 0x7F) << shift
         if byte[0] < 0x80:
             return value
-    raise SavedModelUnreadable("varint longer than 10 bytes")
-
-
-def _decode_varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = 0
-    for shift in range(0, 64, 7):
-        if pos >= len(data):
-            raise SavedModelUnreadable("message is truncated")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
     raise SavedModelUnreadable("varint longer than 10 bytes")
 
 
