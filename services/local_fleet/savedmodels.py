@@ -23,6 +23,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 CorruptKind = Literal["truncated_pb", "missing_variables", "garbage"]
+#: How ``assets.extra/tf_serving_warmup_requests`` is broken (see write_model).
+WarmupFault = Literal["corrupt_crc", "truncated", "unparseable", "unknown_signature", "classify_log"]
+WARMUP_FAULTS: tuple[WarmupFault, ...] = (
+    "corrupt_crc",
+    "truncated",
+    "unparseable",
+    "unknown_signature",
+    "classify_log",
+)
 
 #: Signature details, for tests that want to check metadata.
 SIGNATURE_KEY = "serving_default"
@@ -60,6 +69,42 @@ def _make_sharding_callback(shards: int) -> Any:
             return [bucket for bucket in buckets if bucket]
 
     return RoundRobinShards()
+
+
+def _write_warmup_requests(target: Path, count: int, fault: WarmupFault | None, *, input_name: str, width: int) -> None:
+    """assets.extra/tf_serving_warmup_requests: ``count`` PredictionLogs for serving_default, then the fault."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_log_pb2
+
+    def predict_log(value: float, signature: str = SIGNATURE_KEY) -> bytes:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "warmup"
+        request.model_spec.signature_name = signature
+        request.inputs[input_name].CopyFrom(tf.make_tensor_proto([[value] * width], dtype=tf.float32))
+        log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+        return bytes(log.SerializeToString())
+
+    records = [predict_log(float(i)) for i in range(count)]
+    if fault == "unparseable":
+        records.append(b"\xff\xfe this is not a PredictionLog")
+    elif fault == "unknown_signature":
+        records.append(predict_log(1.0, signature="no_such_signature"))
+    elif fault == "classify_log":
+        log = prediction_log_pb2.PredictionLog()
+        log.classify_log.request.CopyFrom(classification_pb2.ClassificationRequest())
+        records.append(bytes(log.SerializeToString()))
+    path = target / "assets.extra" / "tf_serving_warmup_requests"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for record in records:
+            writer.write(record)
+    if fault in ("corrupt_crc", "truncated"):
+        data = bytearray(path.read_bytes())
+        if fault == "corrupt_crc":
+            data[-1] ^= 0xFF  # the last record's data checksum
+        else:
+            del data[-3:]
+        path.write_bytes(bytes(data))
 
 
 def _build(target: Path, version: int, *, padding_bytes: int, changed_signature: bool, shards: int) -> None:
@@ -102,6 +147,8 @@ def write_model(
     padding_bytes: int = 0,
     changed_signature: bool = False,
     shards: int = 1,
+    warmup_requests: int = 0,
+    warmup_fault: WarmupFault | None = None,
 ) -> Path:
     """Write a real SavedModel to ``dir/<version>/`` and return that path.
 
@@ -109,6 +156,11 @@ def write_model(
     ``padding_bytes`` adds zero-filled float32 variables of about that size (big data shards).
     ``changed_signature`` makes the input ``features`` float32 [None, 2] (y = version * features).
     ``shards`` is the exact number of ``variables.data-K-of-N`` files.
+    ``warmup_requests`` writes ``assets.extra/tf_serving_warmup_requests`` (a TFRecord file of
+    PredictionLogs, as TF Serving replays before a version becomes AVAILABLE) with that many valid
+    PredictRequests for serving_default; ``warmup_fault`` breaks it after those: ``corrupt_crc`` (the last
+    record's checksum), ``truncated`` (cut short), ``unparseable`` (a record that is no PredictionLog),
+    ``unknown_signature`` (a request for a missing signature), ``classify_log`` (a ClassifyLog record).
     The version directory must not exist yet. It appears atomically (built in a hidden sibling
     directory, then renamed), so a server polling ``dir`` never loads a half-written version.
     """
@@ -116,7 +168,13 @@ def write_model(
         dir,
         version,
         lambda staging: _write_model_in_place(
-            staging, version, padding_bytes=padding_bytes, changed_signature=changed_signature, shards=shards
+            staging,
+            version,
+            padding_bytes=padding_bytes,
+            changed_signature=changed_signature,
+            shards=shards,
+            warmup_requests=warmup_requests,
+            warmup_fault=warmup_fault,
         ),
     )
 
@@ -135,15 +193,26 @@ def _staged(dir: Path, version: int, build: Any) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _write_model_in_place(dir: Path, version: int, *, padding_bytes: int, changed_signature: bool, shards: int) -> Path:
+def _write_model_in_place(
+    dir: Path,
+    version: int,
+    *,
+    padding_bytes: int,
+    changed_signature: bool,
+    shards: int,
+    warmup_requests: int = 0,
+    warmup_fault: WarmupFault | None = None,
+) -> Path:
     if shards < 1:
         raise ValueError("shards must be >= 1")
+    if warmup_requests < 0 or (warmup_fault is not None and warmup_fault not in WARMUP_FAULTS):
+        raise ValueError("warmup_requests must be >= 0 and warmup_fault one of WARMUP_FAULTS")
     if version < 0:
         raise ValueError("version must be >= 0")
     target = Path(dir) / str(version)
     if target.exists():
         raise FileExistsError(target)
-    key = f"v{version}-p{padding_bytes}-c{int(changed_signature)}-s{shards}"
+    key = f"v{version}-p{padding_bytes}-c{int(changed_signature)}-s{shards}-w{warmup_requests}-{warmup_fault}"
     with _cache_lock:
         cached = _cache_dir() / key
         if not cached.exists():
@@ -156,6 +225,14 @@ def _write_model_in_place(dir: Path, version: int, *, padding_bytes: int, change
                 changed_signature=changed_signature,
                 shards=shards,
             )
+            if warmup_requests or warmup_fault:
+                _write_warmup_requests(
+                    building,
+                    warmup_requests,
+                    warmup_fault,
+                    input_name=CHANGED_INPUT_NAME if changed_signature else INPUT_NAME,
+                    width=2 if changed_signature else 1,
+                )
             os.rename(building, cached)
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(cached, target)

@@ -103,33 +103,51 @@ def validate_model_config_list(config: Any) -> None:
             )
 
 
+def platform_of(entry: Any) -> str:
+    """server_core.cc GetPlatform: model_platform, or the deprecated model_type (TENSORFLOW = "tensorflow")."""
+    if entry.model_type != model_server_config_pb2.MODEL_TYPE_UNSPECIFIED:
+        if entry.model_platform:
+            raise rpc_error(
+                "INVALID_ARGUMENT",
+                "Illegal setting both ModelServerConfig::model_type (deprecated) and "
+                f"ModelServerConfig::model_platform, model name is {entry.name}",
+            )
+        if entry.model_type != model_server_config_pb2.TENSORFLOW:
+            raise rpc_error(
+                "INVALID_ARGUMENT", f"ModelServerConfig::model_type choice {entry.model_type} not supported."
+            )
+        return TENSORFLOW_PLATFORM
+    if not entry.model_platform:
+        raise rpc_error(
+            "INVALID_ARGUMENT",
+            "Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
+            f"ModelServerConfig::model_platform, model name is {entry.name}",
+        )
+    return str(entry.model_platform)
+
+
 def validate_no_platform_changes(old: Any, new: Any) -> None:
     """ValidateNoModelsChangePlatforms: a kept model may not change platform."""
-    old_platforms = {entry.name: entry.model_platform for entry in old.model_config_list.config}
+    old_platforms = {entry.name: platform_of(entry) for entry in old.model_config_list.config}
     for entry in new.model_config_list.config:
         before = old_platforms.get(entry.name)
-        if before is not None and before != entry.model_platform:
+        if before is None:
+            continue
+        after = platform_of(entry)
+        if before != after:
             raise rpc_error(
                 "INVALID_ARGUMENT",
                 f"Illegal to change a model's platform. For model {entry.name} platform was {before} "
-                f"and new platform requested is {entry.model_platform}",
+                f"and new platform requested is {after}",
             )
 
 
 def validate_platforms(config: Any) -> None:
     """CreateStoragePathRoutes: the only platform is "tensorflow"; empty or unknown ones are refused."""
     for entry in config.model_config_list.config:
-        if not entry.model_platform:
-            raise rpc_error(
-                "INVALID_ARGUMENT",
-                "Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
-                "ModelServerConfig::model_platform.",
-            )
-        if entry.model_platform != TENSORFLOW_PLATFORM:
-            raise rpc_error(
-                "INVALID_ARGUMENT",
-                f"Model {entry.name} requests unsupported platform {entry.model_platform}",
-            )
+        platform = platform_of(entry)
+        if platform != TENSORFLOW_PLATFORM:
+            raise rpc_error("INVALID_ARGUMENT", f"Model {entry.name} requests unsupported platform {platform}")
 
 
 def labels_of(config: Any) -> dict[str, dict[str, int]]:

@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -39,11 +40,17 @@ def http_status_for(code: str) -> HTTPStatus:
 
 def model_status_json(manager: ModelManager, model: str, version: int | None) -> dict[str, Any]:
     """The REST body of GetModelStatus; the label form lists every version (the label is ignored)."""
-    statuses = manager.statuses(model)
     if version is not None:
-        statuses = [s for s in statuses if s.version == version]
+        # As GetModelStatus: a version of an unknown model is "Could not find version N of model M".
+        try:
+            known = manager.statuses(model)
+        except TFServingError:
+            known = []
+        statuses = [s for s in known if s.version == version]
         if not statuses:
             raise TFServingError(f"Could not find version {version} of model {model}", code="NOT_FOUND")
+    else:
+        statuses = manager.statuses(model)
     return {
         "model_version_status": [
             {
@@ -106,50 +113,52 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, payload: dict[str, Any]) -> None:
         self._send(status, json.dumps(payload, indent=1).encode(), "application/json")
 
-    def _error(self, api: str, model: str, exc: TFServingError) -> None:
-        self.metrics.count_request(api=api, model=model, status=exc.code)
-        self._json(http_status_for(exc.code), {"error": exc.detail})
-
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if self.metrics_path is not None and path == self.metrics_path:
-            self._send(200, self.metrics.render().encode(), "text/plain; version=0.0.4")
+            # http_server.cc ProcessPrometheusRequest: not counted, plain text.
+            self._send(200, self.metrics.render().encode(), "text/plain")
             return
-        match = _STATUS_PATH.fullmatch(path)
-        if match is None:
-            self._json(400, {"error": f"Malformed request: GET {path}"})
-            return
-        model = match["model"]
-        version = int(match["version"]) if match["version"] is not None else None
-        try:
-            body = model_status_json(self.core.manager, model, version)
-        except TFServingError as exc:
-            self._error("GetModelStatus", model, exc)
-            return
-        self.metrics.count_request(api="GetModelStatus", model=model, status="OK")
-        self._json(200, body)
+        self._dispatch("GET", path, b"")
 
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        path = self.path.split("?", 1)[0]
-        match = _PREDICT_PATH.fullmatch(path)
-        if match is None:
-            self._json(400, {"error": f"Malformed request: POST {path}"})
+        self._dispatch("POST", self.path.split("?", 1)[0], raw)
+
+    def _dispatch(self, method: str, path: str, raw: bytes) -> None:
+        """http_server.cc RestApiRequestDispatcher::ProcessRequest: every /v1/ request is counted in
+        request_count{model_name, status}; a successful one adds request_latency{model_name, API, "REST"}
+        where API is the method of the path ("predict", or "" for a status GET)."""
+        started = time.monotonic()
+        model, api = "", ""
+        try:
+            match = (_PREDICT_PATH if method == "POST" else _STATUS_PATH).fullmatch(path)
+            if match is None:
+                raise TFServingError(f"Malformed request: {method} {path}", code="INVALID_ARGUMENT")
+            model = match["model"]
+            if method == "POST":
+                api = "predict"
+                payload = self._predict(match, raw)
+            else:
+                version = int(match["version"]) if match["version"] is not None else None
+                payload = model_status_json(self.core.manager, model, version)
+        except TFServingError as exc:
+            self.metrics.count_request(model, exc.code)
+            self._json(http_status_for(exc.code), {"error": exc.detail})
             return
+        micros = (time.monotonic() - started) * 1e6
+        self.metrics.record_request_latency(model, api=api, entrypoint="REST", micros=micros)
+        self.metrics.count_request(model, "OK")
+        self._json(200, payload)
+
+    def _predict(self, match: re.Match[str], raw: bytes) -> dict[str, Any]:
         try:
             body = json.loads(raw or b"{}")
             if not isinstance(body, dict):
                 raise ValueError("the body must be a JSON object")
         except ValueError as exc:
-            self._json(400, {"error": f"JSON Parse error: {exc}"})
-            return
-        try:
-            answer = predict_json(resolve_servable(self.core, _predict_spec(match)), body)
-        except TFServingError as exc:
-            self._error("Predict", match["model"], exc)
-            return
-        self.metrics.count_request(api="Predict", model=match["model"], status="OK")
-        self._json(200, answer)
+            raise TFServingError(f"JSON Parse error: {exc}", code="INVALID_ARGUMENT") from exc
+        return predict_json(resolve_servable(self.core, _predict_spec(match)), body)
 
 
 def _make_handler(core: ServerCore, metrics: Metrics, metrics_path: str | None) -> type[BaseHTTPRequestHandler]:

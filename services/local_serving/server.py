@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from typing import Any, TypeVar
@@ -62,15 +63,22 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore
 
     def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
         """All versions of a model, highest first; version_label is ignored."""
-        return _answer(context, self._metrics, "GetModelStatus", request.model_spec.name, lambda: self._status(request))
+        return _answer(context, lambda: self._status(request))
 
     def _status(self, request: Any) -> Any:
+        _require_model_spec(request)
         spec = request.model_spec
-        statuses = self._core.manager.statuses(spec.name)
         if spec.HasField("version"):
-            statuses = [s for s in statuses if s.version == spec.version.value]
+            # get_model_status_impl.cc asks for the one version, so an unknown model gives this text too.
+            try:
+                known = self._core.manager.statuses(spec.name)
+            except TFServingError:
+                known = []
+            statuses = [s for s in known if s.version == spec.version.value]
             if not statuses:
                 raise rpc_error("NOT_FOUND", f"Could not find version {spec.version.value} of model {spec.name}")
+        else:
+            statuses = self._core.manager.statuses(spec.name)
         response = get_model_status_pb2.GetModelStatusResponse()
         for status in statuses:
             entry = response.model_version_status.add(version=status.version, state=int(status.state))
@@ -80,9 +88,16 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore
 
     def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Any:
         """Replace the config; blocks (no timeout) until NEW model names reach AVAILABLE or END."""
-        return _answer(context, self._metrics, "HandleReloadConfigRequest", "", lambda: self._reload(request))
+        return _answer(context, lambda: self._reload(request))
 
     def _reload(self, request: Any) -> Any:
+        if request.config.WhichOneof("config") != "model_config_list":
+            # model_service_impl.cc HandleReloadConfigRequest: only a ModelConfigList reaches ServerCore.
+            raise rpc_error(
+                "INVALID_ARGUMENT",
+                "ServerModelConfig type not supported by HandleReloadConfigRequest. "
+                "Only ModelConfigList is currently supported",
+            )
         self._core.reload_config(request.config)
         return model_management_pb2.ReloadConfigResponse()
 
@@ -95,13 +110,31 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
         self._metrics = metrics
 
     def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
-        """Run a signature of the resolved version; the response names the version that answered."""
-        return _answer(context, self._metrics, "Predict", request.model_spec.name, lambda: self._predict(request))
+        """Run a signature of the resolved version; the response names the version that answered.
+
+        Counted like prediction_service_impl.cc Predict: request_count{model_name, status} always,
+        request_latency{model_name, "Predict", "GRPC"} on success only.
+        """
+        started = time.monotonic()
+        name = request.model_spec.name
+        try:
+            response = self._predict(request)
+        except TFServingError as exc:
+            self._metrics.count_request(name, exc.code)
+            _abort(context, exc)
+            raise  # context.abort raises; this line is never reached
+        micros = (time.monotonic() - started) * 1e6
+        self._metrics.record_request_latency(name, api="Predict", entrypoint="GRPC", micros=micros)
+        self._metrics.count_request(name, "OK")
+        return response
 
     def _predict(self, request: Any) -> Any:
+        _require_model_spec(request)
         servable = resolve_servable(self._core, request.model_spec)
         signature = request.model_spec.signature_name or DEFAULT_SIGNATURE
-        outputs = servable.predict(signature, dict(request.inputs.items()), list(request.output_filter))
+        outputs = servable.predict(
+            signature, dict(request.inputs.items()), list(request.output_filter), model_name=request.model_spec.name
+        )
         response = predict_pb2.PredictResponse()
         response.model_spec.name = servable.name
         response.model_spec.signature_name = signature
@@ -112,11 +145,10 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
 
     def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
         """signature_def metadata: a SignatureDefMap in an Any, like TF Serving."""
-        return _answer(
-            context, self._metrics, "GetModelMetadata", request.model_spec.name, lambda: self._metadata(request)
-        )
+        return _answer(context, lambda: self._metadata(request))
 
     def _metadata(self, request: Any) -> Any:
+        _require_model_spec(request)
         fields = list(request.metadata_field)
         if not fields:
             raise rpc_error("INVALID_ARGUMENT", "GetModelMetadataRequest must specify at least one metadata_field")
@@ -135,15 +167,19 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
         return response
 
 
-def _answer(context: grpc.ServicerContext, metrics: Metrics, api: str, model: str, work: Callable[[], _T]) -> _T:
+def _require_model_spec(request: Any) -> None:
+    # predict_impl.cc, get_model_status_impl.cc, get_model_metadata_impl.cc: checked before anything else.
+    if not request.HasField("model_spec"):
+        raise rpc_error("INVALID_ARGUMENT", "Missing ModelSpec")
+
+
+def _answer(context: grpc.ServicerContext, work: Callable[[], _T]) -> _T:
+    """Run an RPC that upstream does not count (GetModelStatus, HandleReloadConfigRequest, metadata)."""
     try:
-        result = work()
+        return work()
     except TFServingError as exc:
-        metrics.count_request(api=api, model=model, status=exc.code)
         _abort(context, exc)
         raise  # context.abort raises; this line is never reached
-    metrics.count_request(api=api, model=model, status="OK")
-    return result
 
 
 _HEALTH_SERVICES = ("", "ModelService", "PredictionService")

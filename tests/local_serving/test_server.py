@@ -58,9 +58,14 @@ class Server:
             return exc.code, exc.read().decode()
 
     def load_failures(self, model: str) -> int:
+        """Failed SavedModel loads of any version of ``model`` (load_attempt_count is keyed by export dir)."""
         _, text = self.rest("/monitoring/prometheus/metrics")
-        prefix = f':tensorflow:cc:saved_model:load_attempt_count{{model_name="{model}",status="failure"}} '
-        return sum(int(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
+        prefix = f':tensorflow:cc:saved_model:load_attempt_count{{model_path="{self.base(model)}/'
+        return sum(
+            int(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(prefix) and line.split("}")[0].endswith(',status="fail"')
+        )
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +137,38 @@ def test_predict_errors_are_tf_servings(server: Server) -> None:
         'Serving signature key "other" not found.',
     )
     err = rpc_error(lambda: client.predict("m", input_name="features"))
-    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (err.code(), err.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Signature input alias: x(feed name: serving_default_x:0) not found in request and no default value "
+        "provided. Inputs expected to be in the request {features}, or default input alias set: ",
+    )
+    # predict_impl.cc / get_model_metadata_impl.cc / get_model_status_impl.cc: no model_spec at all.
+    from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
+
+    for call, request in [
+        (client.prediction_service.Predict, predict_pb2.PredictRequest()),
+        (client.prediction_service.GetModelMetadata, get_model_metadata_pb2.GetModelMetadataRequest()),
+        (client.model_service.GetModelStatus, get_model_status_pb2.GetModelStatusRequest()),
+    ]:
+        err = rpc_error(lambda call=call, request=request: call(request, timeout=5))
+        assert (err.code(), err.details()) == (grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec")
+
+
+def test_predict_outputs_use_the_typed_fields_like_tf_serving(server: Server) -> None:
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    from services.common.tfs.tensors import decode_numeric
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "m"
+    request.model_spec.version.value = 2
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto([[1.5], [2.0]], dtype=tf.float32))
+    output = server.client.prediction_service.Predict(request, timeout=5).outputs["y"]
+    # Tensor::AsProtoField: values in float_val, nothing in tensor_content (what tf.make_tensor_proto writes).
+    assert output.tensor_content == b"" and list(output.float_val) == [3.0, 4.0]
+    assert [d.size for d in output.tensor_shape.dim] == [2, 1]
+    assert decode_numeric(output) == [3.0, 4.0]  # the sidecars' decoder reads it
 
 
 def test_get_model_status_lists_every_version_highest_first(server: Server) -> None:
@@ -151,6 +187,13 @@ def test_get_model_status_lists_every_version_highest_first(server: Server) -> N
     assert (err.code(), err.details()) == (grpc.StatusCode.NOT_FOUND, "Could not find any versions of model ghost")
     err = rpc_error(lambda: client.status("m", version=7))
     assert (err.code(), err.details()) == (grpc.StatusCode.NOT_FOUND, "Could not find version 7 of model m")
+    # A version of an unknown model asks for that one version: the same text, not "any versions".
+    err = rpc_error(lambda: client.status("ghost", version=7))
+    assert (err.code(), err.details()) == (grpc.StatusCode.NOT_FOUND, "Could not find version 7 of model ghost")
+    assert server.rest("/v1/models/ghost/versions/7") == (
+        404,
+        '{\n "error": "Could not find version 7 of model ghost"\n}',
+    )
 
 
 def test_metadata_is_a_signature_def_map_like_tf_serving(server: Server) -> None:
@@ -204,7 +247,29 @@ def test_rest_status_and_prometheus_metrics(server: Server) -> None:
     assert server.rest("/v1/models")[0] == 400
     status, metrics = server.rest("/monitoring/prometheus/metrics")
     assert status == 200
-    assert ':tensorflow:serving:request_count{api="Predict",model_name="m",status="OK"}' in metrics
+    lines = metrics.splitlines()
+    # util.cc RecordModelRequestCount: {model_name, status}, no api label; gRPC Predicts and REST calls only.
+    assert any(line.startswith(':tensorflow:serving:request_count{model_name="m",status="OK"} ') for line in lines)
+    assert any(
+        line.startswith(':tensorflow:serving:request_count{model_name="ghost",status="NOT_FOUND"} ') for line in lines
+    )
+    assert any(
+        line.startswith(':tensorflow:serving:request_count{model_name="",status="INVALID_ARGUMENT"} ') for line in lines
+    )
+    # request_latency{model_name, API, entrypoint}: microseconds, buckets 10 * 1.8**i (i < 33), then +Inf.
+    buckets = [line for line in lines if line.startswith(':tensorflow:serving:request_latency_bucket{model_name="m",')]
+    grpc_buckets = [line for line in buckets if 'API="Predict",entrypoint="GRPC"' in line]
+    assert len(grpc_buckets) == 34
+    assert 'le="10"}' in grpc_buckets[0] and 'le="18"}' in grpc_buckets[1] and 'le="+Inf"}' in grpc_buckets[-1]
+    assert any('API="",entrypoint="REST"' in line for line in buckets)  # the status GETs above
+    assert ":tensorflow:serving:request_latency_sum{" in metrics
+    assert "# TYPE :tensorflow:serving:request_latency histogram" in lines
+    # Every version was loaded once: load_attempt_count and load_latency by export dir.
+    path = server.base("m") / "1"
+    assert f':tensorflow:cc:saved_model:load_attempt_count{{model_path="{path}",status="success"}} 1' in lines
+    assert any(line.startswith(f':tensorflow:cc:saved_model:load_latency{{model_path="{path}"}} ') for line in lines)
+    # No warm-up file in these models: no warm-up metrics either.
+    assert ":tensorflow:serving:model_warmup_latency_bucket" not in metrics
 
 
 def test_rest_predict_row_and_columnar(server: Server) -> None:
@@ -235,6 +300,17 @@ def test_reload_validation_rejects_bad_lists(server: Server) -> None:
     relative = model_config_text([{"name": "rel", "base_path": "relative/dir"}])
     err = rpc_error(lambda: server.client.reload(relative))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "absolute path" in err.details()
+    # model_service_impl.cc: a request whose config holds no ModelConfigList never reaches ServerCore.
+    err = rpc_error(lambda: server.client.reload(""))
+    assert (err.code(), err.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "ServerModelConfig type not supported by HandleReloadConfigRequest. Only ModelConfigList is currently "
+        "supported",
+    )
+    both = good.replace('model_platform: "tensorflow"', 'model_platform: "tensorflow" model_type: TENSORFLOW', 1)
+    err = rpc_error(lambda: server.client.reload(both))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details().startswith("Illegal setting both ModelServerConfig::model_type (deprecated) and ")
     # Nothing was applied: both models still serve.
     assert server.client.predict("m")[0] == 2 and server.client.predict("solo")[0] == 4
 
@@ -326,6 +402,28 @@ def test_corrupt_version_leaves_previous_serving_and_is_not_retried(server: Serv
     server.client.wait_for_state("c", 2, "AVAILABLE")
     server.client.wait_for_state("c", 1, "END")
     assert server.client.predict("c") == (2, 2.0)
+
+
+def test_warmup_records_run_before_available_and_a_failing_one_ends_the_version(server: Server) -> None:
+    base = server.base("w")
+    write_model(base, 1, warmup_requests=3)
+    server.models["w"] = {"name": "w", "base_path": base}
+    server.reload()  # returns once v1 is AVAILABLE, i.e. after its warm-up
+    _, metrics = server.rest("/monitoring/prometheus/metrics")
+    assert f':tensorflow:serving:model_warmup_records_read{{model_path="{base / "1"}",status="OK"}} 3' in metrics
+    assert server.client.predict("w") == (1, 1.0)
+    # saved_model_bundle_source_adapter.cc: the warm-up is part of the load, so its error ends the version.
+    write_model(base, 2, warmup_requests=1, warmup_fault="unknown_signature")
+    _, _, code, message = server.client.wait_for_state("w", 2, "END")
+    assert (code, message) == (
+        grpc.StatusCode.FAILED_PRECONDITION.value[0],
+        'Serving signature key "no_such_signature" not found.',
+    )
+    assert server.client.status("w")[1][:2] == (1, "AVAILABLE")
+    assert server.client.predict("w") == (1, 1.0)
+    _, metrics = server.rest("/monitoring/prometheus/metrics")
+    # The SavedModel itself loaded fine.
+    assert f':tensorflow:cc:saved_model:load_attempt_count{{model_path="{base / "2"}",status="success"}} 1' in metrics
 
 
 def test_reload_drops_models_but_their_versions_stay_listed_as_end(server: Server) -> None:
