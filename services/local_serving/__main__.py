@@ -6,6 +6,7 @@ No SIGTERM handler on purpose: like tensorflow_model_server, the process dies at
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -87,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     # Accepted for command-line compatibility with production flags; they change nothing here.
     for ignored in ("num_unload_threads", "rest_api_timeout_in_ms", "rest_api_num_threads"):
         flag(ignored, int, 0, "accepted and ignored")
-    for ignored_bool in ("enable_batching", "flush_filesystem_caches", "enable_model_warmup"):
+    flag("enable_model_warmup", bool, True, "replay assets.extra/tf_serving_warmup_requests before AVAILABLE")
+    flag("num_request_iterations_for_warmup", int, 0, "times each warm-up record runs (<=0: once)")
+    for ignored_bool in ("enable_batching", "flush_filesystem_caches"):
         flag(ignored_bool, bool, False, "accepted and ignored")
     return parser
 
@@ -169,16 +172,21 @@ def _serve(args: argparse.Namespace, config: Any) -> None:
     from services.local_serving.rest import RestServer
     from services.local_serving.servable import load_servable
     from services.local_serving.server import build_grpc_server
+    from services.local_serving.warmup import WarmupOptions
 
     tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
     tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
     metrics = Metrics()
     manager = ModelManager(
-        load=load_servable,
+        load=functools.partial(
+            load_servable,
+            warmup=WarmupOptions(
+                enabled=args.enable_model_warmup, num_request_iterations=args.num_request_iterations_for_warmup
+            ),
+        ),
         poll_wait_seconds=args.file_system_poll_wait_seconds,
         max_num_load_retries=args.max_num_load_retries,
         load_retry_interval_seconds=args.load_retry_interval_micros / 1e6,
-        on_load_attempt=metrics.count_load_attempt,
         num_load_threads=args.num_load_threads,
         memory_budget_bytes=args.local_only_memory_budget_bytes,
         load_delay_seconds=args.local_only_load_delay_seconds,

@@ -117,10 +117,6 @@ class Metrics:
         """Metrics with private cells."""
         return cls(_Cells())
 
-    def count_load_attempt(self, model: str, ok: bool) -> None:
-        """Kept for ModelManager(on_load_attempt=...): loads are counted by export path in load_servable,
-        as tensorflow/cc/saved_model/loader.cc does, so this records nothing."""
-
     def increment(self, metric: _Descriptor, *labels: str, by: int = 1) -> None:
         """Add ``by`` to a counter cell."""
         with self._lock:

@@ -36,6 +36,8 @@ def test_flags_take_both_forms_and_gflags_booleans() -> None:
     defaults = build_parser().parse_args([])
     assert (defaults.port, defaults.model_name, defaults.file_system_poll_wait_seconds) == (8500, "default", 1)
     assert (defaults.max_num_load_retries, defaults.load_retry_interval_micros) == (5, 60_000_000)
+    # main.cc: warm-up records are replayed by default, each once unless the iterations flag is > 0.
+    assert (defaults.enable_model_warmup, defaults.num_request_iterations_for_warmup) == (True, 0)
     off = build_parser().parse_args(["--enable_grpc_healthcheck_service=false"])
     assert off.enable_grpc_healthcheck_service is False
     with pytest.raises(SystemExit) as caught:
