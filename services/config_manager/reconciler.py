@@ -209,7 +209,9 @@ class Reconciler(PeriodicWorker):
     async def _apply(
         self, entries: list[ModelEntry], previous: Sequence[ModelEntry], live: Statuses, *, force: bool
     ) -> None:
-        known = {name for name, statuses in live.items() if statuses is not None}
+        # TF Serving blocks a reload for names new *to its config*, not to GetModelStatus: a model
+        # that was retired and comes back is still listed (END) but loads as a new one.
+        known = {entry.name for entry in previous}
         adds = any(entry.name not in known for entry in entries)
         started = time.monotonic()
         try:
@@ -231,6 +233,7 @@ class Reconciler(PeriodicWorker):
             self.tracker,
             wait=self.settings.load_wait_seconds,
             interval=self.settings.status_poll_interval_seconds,
+            watch=[entry.name for entry in entries],
         )
         self.snapshot.live.update(latest)
         elapsed = time.monotonic() - started

@@ -23,14 +23,10 @@ from services.config_manager.metrics import Metrics
 from services.config_manager.reconciler import Reconciler
 from services.config_manager.settings import Settings
 from tests.support.savedmodels import write_corrupt_model, write_model
-from tests.support.serving import ServingProcess, free_port, start_local_serving
+from tests.support.serving import ServingProcess, free_port, production_flags, start_local_serving
 
-SERVING_FLAGS = (
-    "--file_system_poll_wait_seconds=1",
-    "--max_num_load_retries=0",
-    "--allow_version_labels_for_unavailable_models=true",
-    "--model_config_file_poll_wait_seconds=0",
-)
+#: Production conditions: the stack's own tfserving flags, read from swarm-deploy.yml.
+SERVING_FLAGS = production_flags()
 
 _generations = itertools.count(int(time.time() * 1000))
 
@@ -100,8 +96,10 @@ class Node:
     def desire(self, **models: LocalModelTarget) -> None:
         atomic_write_json(desired_path(self.root), LocalDesired(models=dict(models)))
 
-    def start_serving(self) -> ServingProcess:
-        self.serving = start_local_serving(self.config_file, port=self.port, extra_args=SERVING_FLAGS, timeout=90)
+    def start_serving(self, **overrides: object) -> ServingProcess:
+        """Start local_serving with the production flags; ``overrides`` (e.g. local-only flags) by name."""
+        flags = production_flags(**overrides) if overrides else SERVING_FLAGS
+        self.serving = start_local_serving(self.config_file, port=self.port, extra_args=flags, timeout=90)
         return self.serving
 
     def stop_serving(self) -> None:
