@@ -74,12 +74,22 @@ class Node:
         self.reconcilers.append(reconciler)
         return reconciler
 
-    def add_version(self, model: str, version: int, *, corrupt: bool = False, changed_signature: bool = False) -> Path:
+    def add_version(
+        self,
+        model: str,
+        version: int,
+        *,
+        corrupt: bool = False,
+        changed_signature: bool = False,
+        padding_bytes: int = 0,
+    ) -> Path:
         """Install a version the way the puller does: the directory, then its manifest."""
         if corrupt:
             path = write_corrupt_model(self.root / model, version, kind="truncated_pb")
         else:
-            path = write_model(self.root / model, version, changed_signature=changed_signature)
+            path = write_model(
+                self.root / model, version, changed_signature=changed_signature, padding_bytes=padding_bytes
+            )
         self.write_manifest(model, version)
         return path
 
@@ -113,14 +123,15 @@ def target(serve: list[int], keep: list[int] | None = None, **kw: object) -> Loc
     return LocalModelTarget(serve=serve, keep=keep or [], **kw)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[Node]:
-    """A node whose local_serving starts from the models.config config_manager prepared (empty)."""
+@contextlib.asynccontextmanager
+async def make_node(tmp_path: Path, **serving_flags: object) -> AsyncIterator[Node]:
+    """A node whose local_serving starts (production flags + ``serving_flags``) from the models.config
+    config_manager prepared (empty)."""
     root = tmp_path / "models"
     config_file = tmp_path / "serving_config" / "models.config"
     prepare_volume(root, config_file)
     n = Node(root=root, config_file=config_file, port=free_port())
-    await asyncio.to_thread(n.start_serving)
+    await asyncio.to_thread(n.start_serving, **serving_flags)
     try:
         yield n
     finally:
@@ -128,6 +139,13 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
             await reconciler.stop()
             await reconciler.live.client.close()
         n.stop_serving()
+
+
+@pytest.fixture
+async def node(tmp_path: Path) -> AsyncIterator[Node]:
+    """A node with local_serving under the stack's flags."""
+    async with make_node(tmp_path) as n:
+        yield n
 
 
 @dataclass
