@@ -16,8 +16,9 @@ from typing import Any, NoReturn
 
 logger = logging.getLogger("services.local_serving")
 
-EXIT_START_FAILED = 255  # tensorflow_model_server returns -1
-EXIT_BAD_FLAGS = 1
+EXIT_START_FAILED = 255  # tensorflow_model_server's main() returns -1 for every start-up failure
+EXIT_BAD_FLAGS = EXIT_START_FAILED  # a flag value that does not parse: usage, then -1 (main.cc)
+LOCAL_ONLY = "LOCAL ONLY (not a tensorflow_model_server flag): "
 
 
 def parse_bool(value: str) -> bool:
@@ -30,9 +31,22 @@ def parse_bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"not a boolean: {value!r}")
 
 
+class _FlagParser(argparse.ArgumentParser):
+    """A flag value that does not parse prints the usage and exits -1 (255), like main.cc."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stdout)
+        self.exit(EXIT_BAD_FLAGS, f"{self.prog}: error: {message}\n")
+
+
+def initial_load_threads() -> int:
+    """server_core.h num_initial_load_threads: 4 x schedulable CPUs (no flag sets it upstream)."""
+    return 4 * len(os.sched_getaffinity(0))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The flags, named like tensorflow_model_server's (``--flag=value`` and ``--flag value``)."""
-    parser = argparse.ArgumentParser(prog="local_serving", description=__doc__, allow_abbrev=False)
+    parser = _FlagParser(prog="local_serving", description=__doc__, allow_abbrev=False)
 
     def flag(name: str, kind: Any, default: Any, help_text: str) -> None:
         if kind is bool:
@@ -55,8 +69,23 @@ def build_parser() -> argparse.ArgumentParser:
     flag("tensorflow_intra_op_parallelism", int, 2, "TF intra-op threads")
     flag("tensorflow_inter_op_parallelism", int, 1, "TF inter-op threads")
     flag("grpc_max_threads", int, 64, "gRPC worker threads")
+    flag("num_load_threads", int, 0, "load thread pool size (0: loads run inline on the manager thread)")
+    flag(
+        "local_only_memory_budget_bytes",
+        int,
+        0,
+        LOCAL_ONLY + "memory budget for loaded and loading versions; a version costs the bytes of its "
+        "variables/variables.data-* files; a load that does not fit fails RESOURCE_EXHAUSTED like a GPU OOM "
+        "(0: unlimited)",
+    )
+    flag(
+        "local_only_load_delay_seconds",
+        float,
+        0.0,
+        LOCAL_ONLY + "every load attempt takes N extra seconds while the version is LOADING (default 0)",
+    )
     # Accepted for command-line compatibility with production flags; they change nothing here.
-    for ignored in ("num_load_threads", "num_unload_threads", "rest_api_timeout_in_ms", "rest_api_num_threads"):
+    for ignored in ("num_unload_threads", "rest_api_timeout_in_ms", "rest_api_num_threads"):
         flag(ignored, int, 0, "accepted and ignored")
     for ignored_bool in ("enable_batching", "flush_filesystem_caches", "enable_model_warmup"):
         flag(ignored_bool, bool, False, "accepted and ignored")
@@ -87,7 +116,11 @@ def _metrics_path(monitoring_config_file: str) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse flags, load the initial config, then open the ports; never returns normally."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # tensorflow::Flags::Parse passes unknown arguments through; main.cc prints them and goes on.
+        print(f"unknown argument: {unknown[0]}\n{parser.format_usage()}", flush=True)  # noqa: T201 - CLI
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     from services.common.logging import configure_logging
 
@@ -97,26 +130,37 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from services.local_serving import config as cfg
 
+    # Server::BuildAndStart (server.cc): each failure returns a status that main.cc prints as
+    # "Failed to start server. Error: <status>" before returning -1.
+    if not args.model_base_path and not args.model_config_file:
+        _fail(
+            "Failed to start server. Error: INVALID_ARGUMENT: Both server_options.model_base_path and "
+            "server_options.model_config_file are empty!",
+            EXIT_START_FAILED,
+        )
     if args.model_config_file:
         try:
             config = cfg.read_config_file(Path(args.model_config_file))
-        except text_format.ParseError as exc:
-            _fail(f"Error parsing text-format tensorflow.serving.ModelServerConfig: {exc}", EXIT_BAD_FLAGS)
+        except (text_format.ParseError, UnicodeDecodeError) as exc:
+            logger.error("Error parsing text-format tensorflow.serving.ModelServerConfig: %s", exc)
+            # util/proto_util.h ParseProtoTextFile
+            _fail(
+                f"Failed to start server. Error: INVALID_ARGUMENT: Invalid protobuf file: '{args.model_config_file}'",
+                EXIT_START_FAILED,
+            )
         except OSError as exc:
-            _fail(f"Could not read {args.model_config_file}: {exc}", EXIT_BAD_FLAGS)
-    elif args.model_base_path:
-        config = cfg.single_model_config(args.model_name, args.model_base_path)
+            _fail(
+                f"Failed to start server. Error: NOT_FOUND: {args.model_config_file}; {exc.strerror}",
+                EXIT_START_FAILED,
+            )
     else:
-        _fail("Both server_model_base_path and model_config_file are empty!", EXIT_BAD_FLAGS)
-    try:
-        metrics_path = _metrics_path(args.monitoring_config_file)
-    except (OSError, text_format.ParseError) as exc:
-        _fail(f"Error reading monitoring config: {exc}", EXIT_BAD_FLAGS)
-    _serve(args, config, metrics_path)
+        config = cfg.single_model_config(args.model_name, args.model_base_path)
+    _serve(args, config)
 
 
-def _serve(args: argparse.Namespace, config: Any, metrics_path: str | None) -> None:
+def _serve(args: argparse.Namespace, config: Any) -> None:
     import tensorflow as tf
+    from google.protobuf import text_format
 
     from services.common.errors import TFServingError
     from services.local_serving.core import ConfigFilePoller, ServerCore
@@ -135,16 +179,35 @@ def _serve(args: argparse.Namespace, config: Any, metrics_path: str | None) -> N
         max_num_load_retries=args.max_num_load_retries,
         load_retry_interval_seconds=args.load_retry_interval_micros / 1e6,
         on_load_attempt=metrics.count_load_attempt,
+        num_load_threads=args.num_load_threads,
+        memory_budget_bytes=args.local_only_memory_budget_bytes,
+        load_delay_seconds=args.local_only_load_delay_seconds,
     )
     manager.start()
     core = ServerCore(
-        manager, allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models
+        manager,
+        allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
+        num_load_threads=args.num_load_threads,
+        num_initial_load_threads=initial_load_threads(),
     )
     try:
         # Blocks until every model has a version AVAILABLE or END: ports stay closed until then.
         core.reload_config(config)
     except TFServingError as exc:
         _fail(f"Failed to start server. Error: {exc.code}: {exc.detail}", EXIT_START_FAILED)
+    try:
+        # server.cc reads the monitoring config only after ServerCore::Create (the models are loaded).
+        metrics_path = _metrics_path(args.monitoring_config_file)
+    except text_format.ParseError:
+        _fail(
+            f"Failed to start server. Error: INVALID_ARGUMENT: Invalid protobuf file: '{args.monitoring_config_file}'",
+            EXIT_START_FAILED,
+        )
+    except OSError as exc:
+        _fail(
+            f"Failed to start server. Error: NOT_FOUND: {args.monitoring_config_file}; {exc.strerror}",
+            EXIT_START_FAILED,
+        )
     try:
         # Keep the reference: a grpc.Server that is garbage collected stops listening.
         grpc_server = build_grpc_server(

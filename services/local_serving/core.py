@@ -25,8 +25,17 @@ logger = logging.getLogger(__name__)
 class ServerCore:
     """The config side of the server: what is configured, which labels exist."""
 
-    def __init__(self, manager: ModelManager, *, allow_version_labels_for_unavailable_models: bool) -> None:
+    def __init__(
+        self,
+        manager: ModelManager,
+        *,
+        allow_version_labels_for_unavailable_models: bool,
+        num_load_threads: int = 0,
+        num_initial_load_threads: int = 0,
+    ) -> None:
         self.manager = manager
+        self._num_load_threads = num_load_threads
+        self._num_initial_load_threads = num_initial_load_threads
         self._allow_unavailable_labels = allow_version_labels_for_unavailable_models
         # Upstream's config_mu_: every reload (RPC or file poll) queues behind a blocked one.
         self._reload_lock = threading.Lock()
@@ -57,16 +66,26 @@ class ServerCore:
             self._update_labels(new_config)
             cfg.validate_platforms(new_config)
             sources = cfg.sources_of(new_config)
+            logger.info("Adding/updating models.", extra={"models": sorted(sources)})
             if self._source_created:
                 new_names = set(sources) - self.manager.model_names()
+                seq = self.manager.set_sources(sources)
+                if new_names:
+                    self._await_models(new_names, seq, noun="model(s)")
             else:
-                new_names = set(sources)
                 self._source_created = True
-            seq = self.manager.set_sources(sources)
-            logger.info("Adding/updating models.", extra={"models": sorted(sources)})
-            if new_names:
-                self._await_models(new_names, seq)
+                self._initial_load(sources)
             logger.info("Finished reloading config")
+
+    def _initial_load(self, sources: dict[str, cfg.ModelSource]) -> None:
+        """ConnectSourcesWithFastInitialLoad (load_servables_fast.cc): more load threads until every
+        model has a version AVAILABLE or END, then back to --num_load_threads."""
+        self.manager.set_num_load_threads(self._num_initial_load_threads)
+        try:
+            seq = self.manager.set_sources(sources)
+            self._await_models(set(sources), seq, noun="servable(s)")
+        finally:
+            self.manager.set_num_load_threads(self._num_load_threads)
 
     def _update_labels(self, new_config: Any) -> None:
         with self._labels_lock:
@@ -80,8 +99,9 @@ class ServerCore:
         with self._labels_lock:
             self._labels = new_labels
 
-    def _await_models(self, names: set[str], seq: int) -> None:
-        reached = self.manager.wait_first_final(names, seq)
+    def _await_models(self, names: set[str], seq: int, *, noun: str) -> None:
+        # server_core.cc WaitUntilModelsAvailable says "model(s)"; the first load says "servable(s)".
+        reached = self.manager.wait_until_available_or_end(names, seq)
         failed = {name: status for name, status in reached.items() if status.state != State.AVAILABLE}
         if not failed:
             return
@@ -90,7 +110,7 @@ class ServerCore:
             status = failed[name]
             error = f" due to error: {status.error_code}: {status.error_message}" if status.error_code != "OK" else ""
             parts.append(f"{{{{name: {name} version: {status.version}}}{error}}}, ")
-        raise cfg.rpc_error("UNKNOWN", f"{len(failed)} model(s) did not become available: {{{''.join(parts)}}}")
+        raise cfg.rpc_error("UNKNOWN", f"{len(failed)} {noun} did not become available: {{{''.join(parts)}}}")
 
     def version_for_label(self, model: str, label: str) -> int:
         """The version a label names; INVALID_ARGUMENT for an unknown label."""

@@ -81,3 +81,32 @@ def aspired_versions(source: ModelSource) -> dict[int, Path]:
         return {version: path for version, path in present.items() if version in policy.versions}
     newest = sorted(present, reverse=True)[: policy.num_versions]
     return {version: present[version] for version in newest}
+
+
+def poll_versions(sources: dict[str, ModelSource]) -> dict[str, dict[int, Path]] | None:
+    """One FileSystemStoragePathSource poll over every model, or None when the poll is dropped.
+
+    Upstream (PollFileSystemForConfig) returns at the first error, so one missing base path or one
+    listing error (EIO, EACCES, a directory vanishing mid-listing) drops the poll for ALL models.
+    """
+    found: dict[str, dict[int, Path]] = {}
+    for name, source in sources.items():
+        try:
+            found[name] = aspired_versions(source)
+        except BasePathMissing:
+            logger.error(
+                "FileSystemStoragePathSource encountered a filesystem access error: Could not find base path %s "
+                "for servable %s",
+                source.base_path,
+                name,
+                extra={"model": name},
+            )
+            return None
+        except OSError as exc:
+            logger.error(
+                "FileSystemStoragePathSource encountered a filesystem access error: %s",
+                exc,
+                extra={"model": name},
+            )
+            return None
+    return found

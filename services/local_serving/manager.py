@@ -1,7 +1,14 @@
-"""The model manager: filesystem polls, availability-preserving loads and unloads, version states.
+"""The model manager: aspired-versions requests, availability-preserving loads and unloads, states.
 
-One manager thread does everything that changes versions, inline and one at a time, as TF Serving
-does with --num_load_threads=0: a load that is retrying stalls every model's transitions.
+Shaped like upstream's AspiredVersionsManager (core/aspired_versions_manager.cc):
+
+- a filesystem poller thread (FileSystemStoragePathSource) enqueues one aspired-versions request per
+  model into a map keyed by name, so the newest request for a model replaces an older pending one;
+- the manager thread ticks every ``manage_state_interval_seconds`` (upstream 100 ms); each tick it
+  takes the pending requests, asks the policy for every model's next action, sorts them with any
+  unload before any load (CompareActions) and performs ONE action;
+- with ``num_load_threads`` 0 a load (and its retries) runs inline on the manager thread and stalls
+  every model; otherwise it runs in a pool and the manager keeps ticking.
 """
 
 from __future__ import annotations
@@ -10,18 +17,21 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.errors import TFServingError
 from services.common.tfs import VersionState as State
 from services.local_serving.config import ModelSource, rpc_error
-from services.local_serving.discovery import BasePathMissing, aspired_versions
+from services.local_serving.discovery import poll_versions
+from services.local_serving.loading import LoadAttempts, LoadFunction
 from services.local_serving.servable import Servable
 
 logger = logging.getLogger(__name__)
 
-LoadFunction = Callable[[str, int, Path], Servable]
+__all__ = ["LoadFunction", "ModelManager", "VersionStatus"]
+
+MANAGE_STATE_INTERVAL_SECONDS = 0.1  # upstream manage_state_interval_micros default
 
 
 @dataclass(frozen=True)
@@ -35,12 +45,13 @@ class VersionStatus:
 
 
 @dataclass(frozen=True)
-class FinalEvent:
-    """A version reached AVAILABLE or END; ``seq`` orders events."""
+class Action:
+    """One policy decision: unload, or load ``path``."""
 
-    seq: int
-    model: str
-    status: VersionStatus
+    kind: str  # "unload" sorts before "load"
+    name: str
+    version: int
+    path: Path | None = None
 
 
 class ModelManager:
@@ -54,65 +65,110 @@ class ModelManager:
         max_num_load_retries: int,
         load_retry_interval_seconds: float,
         on_load_attempt: Callable[[str, bool], None] | None = None,
+        num_load_threads: int = 0,
+        manage_state_interval_seconds: float = MANAGE_STATE_INTERVAL_SECONDS,
+        memory_budget_bytes: int = 0,
+        load_delay_seconds: float = 0.0,
     ) -> None:
-        self._load = load
         self._poll_wait = poll_wait_seconds
-        self._max_retries = max(max_num_load_retries, 0)
-        self._retry_interval = max(load_retry_interval_seconds, 0.0)
-        self._on_load_attempt = on_load_attempt
+        self._tick = manage_state_interval_seconds
         self._cond = threading.Condition()
+        self._attempts = LoadAttempts(
+            load=load,
+            max_num_load_retries=max_num_load_retries,
+            load_retry_interval_seconds=load_retry_interval_seconds,
+            on_load_attempt=on_load_attempt,
+            memory_budget_bytes=memory_budget_bytes,
+            load_delay_seconds=load_delay_seconds,
+            keep_retrying=self._keep_retrying,
+        )
         self._sources: dict[str, ModelSource] = {}
+        self._pending: dict[str, dict[int, Path]] = {}
         self._aspired: dict[str, dict[int, Path]] = {}
         self._errored: set[tuple[str, int]] = set()
+        self._loading: set[tuple[str, int]] = set()
         self._statuses: dict[str, dict[int, VersionStatus]] = {}
+        self._status_seq: dict[tuple[str, int], int] = {}
         self._servables: dict[str, dict[int, Servable]] = {}
-        self._finals: list[FinalEvent] = []
         self._seq = 0
-        self._reconcile_wanted = False
         self._stopping = False
+        self._num_load_threads = 0
+        self._executor: ThreadPoolExecutor | None = None
+        self.set_num_load_threads(num_load_threads)
         #: Completed filesystem polls (dropped ones, e.g. for a missing base_path, do not count).
         self.polls = 0
+        #: Every action taken, in order: ("load" | "unload", model, version); read by tests.
+        self.actions: list[tuple[str, str, int]] = []
         self._thread = threading.Thread(target=self._run, name="model-manager", daemon=True)
+        self._poller = threading.Thread(target=self._poll_loop, name="fs-storage-path-source", daemon=True)
 
     # ---- control -------------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the manager thread (the first filesystem poll happens at once)."""
+        """Start the manager thread; the filesystem poller starts with the first set_sources()."""
         self._thread.start()
 
     def stop(self) -> None:
-        """Ask the manager thread to stop after its current step."""
+        """Ask both threads to stop after their current step."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
 
+    def set_num_load_threads(self, num_load_threads: int) -> None:
+        """Switch between inline loads (0) and a pool, like BasicManager::SetNumLoadThreads.
+
+        Going to or from fewer than 2 threads waits for every load already scheduled (upstream
+        destroys the old executor inside its lock), so the caller blocks until they finish.
+        """
+        old, old_count = self._executor, self._num_load_threads
+        new = ThreadPoolExecutor(num_load_threads, thread_name_prefix="load") if num_load_threads > 0 else None
+        with self._cond:
+            self._executor, self._num_load_threads = new, max(num_load_threads, 0)
+        if old is not None:
+            old.shutdown(wait=old_count < 2 or num_load_threads < 2)
+
     def set_sources(self, sources: dict[str, ModelSource]) -> int:
-        """Replace the watched models; dropped ones unload in the background. Returns the event seq."""
+        """Replace the watched models (FileSystemStoragePathSource::UpdateConfig); returns the event seq.
+
+        Dropped models get an empty aspired-versions request at once; kept and new ones change at the
+        next poll. The first call starts the poller, which polls at once (then every poll_wait).
+        """
         with self._cond:
             for name in set(self._sources) - set(sources):
-                self._aspired.pop(name, None)
-                self._errored = {key for key in self._errored if key[0] != name}
+                self._pending[name] = {}
+            first = not self._sources and not self._poller.is_alive() and self._poller.ident is None
             self._sources = dict(sources)
-            self._reconcile_wanted = True
             self._cond.notify_all()
-            return self._seq
+            seq = self._seq
+        if first:
+            self._poller.start()
+        return seq
 
     def model_names(self) -> set[str]:
         """Names currently configured."""
         with self._cond:
             return set(self._sources)
 
-    def wait_first_final(self, names: Iterable[str], after_seq: int) -> dict[str, VersionStatus]:
-        """Block (no timeout) until each model has a version AVAILABLE or END after ``after_seq``."""
-        wanted = set(names)
-        reached: dict[str, VersionStatus] = {}
+    def wait_until_available_or_end(self, names: Iterable[str], after_seq: int) -> dict[str, VersionStatus]:
+        """Block (no timeout) until every model has a version AVAILABLE or END since ``after_seq``.
+
+        Like ServableStateMonitor::WaitUntilServablesReachState for ServableRequest::Latest: per
+        model, the highest version whose state (changed after ``after_seq``) is AVAILABLE or END.
+        """
+        wanted = sorted(set(names))
         with self._cond:
             while True:
-                for event in self._finals:
-                    if event.seq > after_seq and event.model in wanted and event.model not in reached:
-                        reached[event.model] = event.status
-                if set(reached) >= wanted or self._stopping:
+                reached = {name: status for name in wanted if (status := self._reached(name, after_seq))}
+                if len(reached) == len(wanted) or self._stopping:
                     return reached
                 self._cond.wait()
+
+    def _reached(self, name: str, after_seq: int) -> VersionStatus | None:
+        known = self._statuses.get(name, {})
+        for version in sorted(known, reverse=True):
+            status = known[version]
+            if self._status_seq[(name, version)] > after_seq and status.state in (State.AVAILABLE, State.END):
+                return status
+        return None
 
     # ---- readers ---------------------------------------------------------------------------------
     def statuses(self, name: str) -> list[VersionStatus]:
@@ -141,142 +197,133 @@ class ModelManager:
                 raise rpc_error("NOT_FOUND", f"Servable not found for request: Specific({name}, {version})")
             return found
 
-    # ---- the manager thread ----------------------------------------------------------------------
-    def _run(self) -> None:
-        next_poll = time.monotonic() if self._poll_wait >= 0 else float("inf")
+    def memory_in_use(self) -> int:
+        """Bytes held by versions loaded or loading (``--local_only_memory_budget_bytes``)."""
+        return self._attempts.memory.in_use()
+
+    # ---- the filesystem poller -------------------------------------------------------------------
+    def _poll_loop(self) -> None:
         while True:
             with self._cond:
-                while not self._stopping and not self._reconcile_wanted and time.monotonic() < next_poll:
-                    self._cond.wait(timeout=min(next_poll - time.monotonic(), 3600.0))
                 if self._stopping:
                     return
-                self._reconcile_wanted = False
-            if time.monotonic() >= next_poll:
-                self._poll_filesystem()
-                next_poll = time.monotonic() + self._poll_wait if self._poll_wait > 0 else float("inf")
+                sources = dict(self._sources)
             try:
-                self._reconcile()
+                found = poll_versions(sources)
+            except Exception:  # the poller must survive anything the volume does
+                logger.exception("filesystem poll failed")
+                found = None
+            with self._cond:
+                if found is not None:
+                    for name, versions in found.items():
+                        if self._sources.get(name) == sources[name]:  # not reconfigured while we listed
+                            self._pending[name] = versions  # newest request per model wins
+                    self.polls += 1
+                if self._poll_wait <= 0 or self._stopping:
+                    return
+                self._cond.wait_for(lambda: self._stopping, timeout=self._poll_wait)
+
+    # ---- the manager thread ----------------------------------------------------------------------
+    def _run(self) -> None:
+        next_tick = time.monotonic()
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._stopping, timeout=max(next_tick - time.monotonic(), 0.0))
+                if self._stopping:
+                    return
+            next_tick = max(next_tick + self._tick, time.monotonic())
+            try:
+                self._handle_pending_requests()
+                action = self._next_action()
+                if action is not None:
+                    self._perform(action)
             except Exception:  # the manager thread must survive anything
                 logger.exception("model manager step failed")
 
-    def _poll_filesystem(self) -> None:
+    def _handle_pending_requests(self) -> None:
         with self._cond:
-            sources = dict(self._sources)
-        found: dict[str, dict[int, Path]] = {}
-        for name, source in sources.items():
-            try:
-                found[name] = aspired_versions(source)
-            except BasePathMissing:
-                # Upstream drops the whole poll: no model changes until the directory appears.
-                logger.error(
-                    "File system storage path source: Could not find base path %s for servable %s",
-                    source.base_path,
-                    name,
-                    extra={"model": name},
-                )
-                return
-        with self._cond:
-            for name, versions in found.items():
-                if self._sources.get(name) != sources[name]:
-                    continue  # the config changed while we listed
+            pending, self._pending = self._pending, {}
+            for name, versions in pending.items():
                 self._aspired[name] = versions
-                # A failed version is retried only once it left the disk (or the config) and came back.
+                # A failed version is retried only once it left the aspired set and came back.
                 self._errored = {key for key in self._errored if key[0] != name or key[1] in versions}
-            self.polls += 1
-
-    def _reconcile(self) -> None:
-        while not self._stopping:
-            action = self._next_action()
-            if action is None:
-                return
-            _, name, version, path = action
-            if path is None:
-                self._unload(name, version)
-            else:
-                self._load_with_retries(name, version, path)
-
-    def _next_action(self) -> tuple[str, str, int, Path | None] | None:
-        """AvailabilityPreservingPolicy: unload only once an aspired version serves; load newest first."""
-        with self._cond:
-            for name in sorted(set(self._sources) | set(self._servables)):
-                aspired = self._aspired.get(name, {}) if name in self._sources else {}
-                ready = set(self._servables.get(name, {}))
-                unaspired_ready = sorted(ready - set(aspired))
-                if unaspired_ready and (not aspired or ready & set(aspired) or len(unaspired_ready) > 1):
-                    return ("unload", name, unaspired_ready[0], None)
-                to_load = sorted(
-                    (v for v in aspired if v not in ready and (name, v) not in self._errored), reverse=True
-                )
-                for version in to_load:
+                ready = self._servables.get(name, {})
+                for version in versions:
                     current = self._statuses.get(name, {}).get(version)
-                    if current is None or current.state in (State.END, State.UNKNOWN):
+                    fresh = current is None or current.state in (State.END, State.UNKNOWN)
+                    key = (name, version)
+                    if fresh and version not in ready and key not in self._errored and key not in self._loading:
                         self._set(name, VersionStatus(version, State.START))
-                if to_load:
-                    return ("load", name, to_load[0], aspired[to_load[0]])
-            return None
+
+    def _next_action(self) -> Action | None:
+        """AvailabilityPreservingPolicy per model, then CompareActions: any unload before any load."""
+        with self._cond:
+            actions = [
+                action
+                for name in sorted(set(self._aspired) | set(self._servables))
+                if (action := self._policy(name)) is not None
+            ]
+        actions.sort(key=lambda action: action.kind != "unload")  # stable: name order within a kind
+        return actions[0] if actions else None
+
+    def _policy(self, name: str) -> Action | None:
+        aspired = self._aspired.get(name, {})
+        ready = set(self._servables.get(name, {}))
+        unaspired_ready = sorted(ready - set(aspired))
+        if unaspired_ready and (not aspired or ready & set(aspired) or len(unaspired_ready) > 1):
+            return Action("unload", name, unaspired_ready[0])
+        new = [
+            v for v in aspired if v not in ready and (name, v) not in self._errored and (name, v) not in self._loading
+        ]
+        if new:
+            version = max(new)
+            return Action("load", name, version, aspired[version])
+        return None
+
+    def _perform(self, action: Action) -> None:
+        self.actions.append((action.kind, action.name, action.version))
+        if action.path is None:
+            self._unload(action.name, action.version)
+            return
+        with self._cond:
+            self._loading.add((action.name, action.version))
+            executor = self._executor
+        if executor is None:
+            self._load(action.name, action.version, action.path)
+        else:
+            executor.submit(self._load, action.name, action.version, action.path)
+
+    def _keep_retrying(self, name: str, version: int, wait_seconds: float) -> bool:
+        """Before a retry: False if cancelled (stopping, or no longer aspired), else wait and say yes."""
+        with self._cond:
+            if self._stopping or version not in self._aspired.get(name, {}):
+                return False
+            return not self._cond.wait_for(lambda: self._stopping, timeout=wait_seconds)
+
+    def _load(self, name: str, version: int, path: Path) -> None:
+        try:
+            with self._cond:
+                self._set(name, VersionStatus(version, State.LOADING))
+            servable, error = self._attempts.run(name, version, path)
+            with self._cond:
+                if servable is not None:
+                    self._servables.setdefault(name, {})[version] = servable
+                    self._set(name, VersionStatus(version, State.AVAILABLE))
+                else:
+                    assert error is not None
+                    self._errored.add((name, version))
+                    self._set(name, VersionStatus(version, State.END, error.code, error.detail))
+        finally:
+            with self._cond:
+                self._loading.discard((name, version))
+                self._cond.notify_all()
 
     def _set(self, name: str, status: VersionStatus) -> None:
         """Record a state change (caller holds the lock)."""
         self._statuses.setdefault(name, {})[status.version] = status
         self._seq += 1
-        if status.state in (State.AVAILABLE, State.END):
-            self._finals.append(FinalEvent(self._seq, name, status))
-            del self._finals[:-1000]
+        self._status_seq[(name, status.version)] = self._seq
         self._cond.notify_all()
-
-    def _load_with_retries(self, name: str, version: int, path: Path) -> None:
-        with self._cond:
-            self._set(name, VersionStatus(version, State.LOADING))
-        attempt = 0
-        while True:
-            try:
-                servable = self._load(name, version, path)
-            except TFServingError as exc:
-                error = exc
-            except Exception as exc:  # anything TensorFlow throws is a failed load, never a crash
-                error = rpc_error("UNKNOWN", f"{type(exc).__name__}: {exc}")
-            else:
-                self._report_attempt(name, ok=True)
-                with self._cond:
-                    self._servables.setdefault(name, {})[version] = servable
-                    self._set(name, VersionStatus(version, State.AVAILABLE))
-                logger.info(
-                    "Successfully loaded servable version %s of %s",
-                    version,
-                    name,
-                    extra={"model": name, "version": version},
-                )
-                return
-            self._report_attempt(name, ok=False)
-            if attempt >= self._max_retries or self._stopping:
-                break
-            attempt += 1
-            logger.info(
-                "Retrying load of %s version %s (%s of %s): %s",
-                name,
-                version,
-                attempt,
-                self._max_retries,
-                error.detail,
-                extra={"model": name, "version": version},
-            )
-            with self._cond:
-                self._cond.wait_for(lambda: self._stopping, timeout=self._retry_interval)
-        logger.error(
-            "Loading servable %s version %s failed: %s: %s",
-            name,
-            version,
-            error.code,
-            error.detail,
-            extra={"model": name, "version": version},
-        )
-        with self._cond:
-            self._errored.add((name, version))
-            self._set(name, VersionStatus(version, State.END, error.code, error.detail))
-
-    def _report_attempt(self, name: str, *, ok: bool) -> None:
-        if self._on_load_attempt is not None:
-            self._on_load_attempt(name, ok)
 
     def _unload(self, name: str, version: int) -> None:
         with self._cond:
@@ -285,5 +332,6 @@ class ModelManager:
             self._servables.get(name, {}).pop(version, None)
             if not self._servables.get(name):
                 self._servables.pop(name, None)
+            self._attempts.memory.release(name, version)
             self._set(name, VersionStatus(version, State.END))
         logger.info("Unloaded servable version %s of %s", version, name, extra={"model": name, "version": version})

@@ -38,8 +38,28 @@ def test_flags_take_both_forms_and_gflags_booleans() -> None:
     assert (defaults.max_num_load_retries, defaults.load_retry_interval_micros) == (5, 60_000_000)
     off = build_parser().parse_args(["--enable_grpc_healthcheck_service=false"])
     assert off.enable_grpc_healthcheck_service is False
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as caught:
         build_parser().parse_args(["--enable_grpc_healthcheck_service=maybe"])
+    assert caught.value.code == 255  # main.cc: a flag that does not parse prints the usage, returns -1
+
+
+def test_num_load_threads_and_the_local_only_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    defaults = build_parser().parse_args([])
+    assert defaults.num_load_threads == 0  # loads inline on the manager thread, like upstream
+    assert (defaults.local_only_memory_budget_bytes, defaults.local_only_load_delay_seconds) == (0, 0.0)
+    args = build_parser().parse_args(
+        ["--num_load_threads=2", "--local_only_memory_budget_bytes=1000", "--local_only_load_delay_seconds=2.5"]
+    )
+    assert (args.num_load_threads, args.local_only_memory_budget_bytes, args.local_only_load_delay_seconds) == (
+        2,
+        1000,
+        2.5,
+    )
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for name in ("--local_only_memory_budget_bytes", "--local_only_load_delay_seconds"):
+        assert f"{name} {name.upper().lstrip('-')} LOCAL ONLY (not a tensorflow_model_server flag)" in help_text
 
 
 def test_default_policy_is_latest_one_and_zero_counts_as_one() -> None:

@@ -60,7 +60,9 @@ def test_model_whose_first_load_fails_makes_start_fail_with_255(tmp_path: Path, 
     with pytest.raises(ServingStartError) as caught:
         start_local_serving(config, extra_args=fast_flags)
     assert caught.value.returncode == 255
-    assert "Failed to start server. Error: UNKNOWN: 1 model(s) did not become available" in caught.value.stderr_tail
+    # load_servables_fast.cc says "servable(s)" for the first load (ReloadConfig later says "model(s)").
+    expected = "Failed to start server. Error: UNKNOWN: 1 servable(s) did not become available: {{{name: bad version: 1"
+    assert expected in caught.value.stderr_tail
     assert "{name: bad version: 1} due to error: NOT_FOUND" in caught.value.stderr_tail
 
 
@@ -81,14 +83,20 @@ def test_labels_at_startup_need_the_flag(tmp_path: Path, fast_flags: tuple[str, 
         client.close()
 
 
-@pytest.mark.slow
-def test_bad_config_file_exits(tmp_path: Path, fast_flags: tuple[str, ...]) -> None:
+def test_bad_config_file_exits_255(tmp_path: Path, fast_flags: tuple[str, ...]) -> None:
     config = tmp_path / "models.config"
     config.write_text("model_config_list { config { name: 'x' base_path: '/x' }\n")
     with pytest.raises(ServingStartError) as caught:
         start_local_serving(config, extra_args=fast_flags)
-    assert caught.value.returncode != 0
-    assert "Error parsing text-format tensorflow.serving.ModelServerConfig" in caught.value.stderr_tail
+    # server.cc BuildAndStart -> proto_util.h ParseProtoTextFile; main.cc prints it and returns -1.
+    assert caught.value.returncode == 255
+    assert f"Failed to start server. Error: INVALID_ARGUMENT: Invalid protobuf file: '{config}'" in (
+        caught.value.stderr_tail
+    )
+    with pytest.raises(ServingStartError) as missing:
+        start_local_serving(tmp_path / "absent.config", extra_args=fast_flags)
+    assert missing.value.returncode == 255
+    assert "Failed to start server. Error: NOT_FOUND: " in missing.value.stderr_tail
 
 
 @pytest.mark.slow
