@@ -304,6 +304,8 @@ class ModelManager:
         try:
             with self._cond:
                 self._set(name, VersionStatus(version, State.LOADING))
+            fields = {"model": name, "version": version}
+            logger.info("Loading servable version {name: %s version: %s}", name, version, extra=fields)
             servable, error = self._attempts.run(name, version, path)
             with self._cond:
                 if servable is not None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from services.local_serving.resources import version_bytes
 from tests.support.savedmodels import install_model, write_corrupt_model, write_model
 from tests.support.serving import (
     ServingStartError,
@@ -139,4 +140,41 @@ def test_config_file_poll_reloads_keeps_old_on_parse_error_and_empty_list_unload
         config.write_text("model_config_list {}\n")
         client.wait_for_state("a", 1, "END")
         client.wait_for_state("b", 1, "END")
+        client.close()
+
+
+@pytest.mark.slow
+def test_initial_loads_run_in_parallel(tmp_path: Path, fast_flags: tuple[str, ...]) -> None:
+    write_model(tmp_path / "a", 1)
+    write_model(tmp_path / "b", 1)
+    config = tmp_path / "models.config"
+    config.write_text(
+        model_config_text([{"name": "a", "base_path": tmp_path / "a"}, {"name": "b", "base_path": tmp_path / "b"}])
+    )
+    # num_load_threads stays 0 (inline), but the first load uses num_initial_load_threads (4 x cores).
+    with start_local_serving(config, extra_args=[*fast_flags, "--local_only_load_delay_seconds=3"]) as serving:
+        log = serving.stderr_text()
+    started = [log.index(f"Loading servable version {{name: {name} version: 1}}") for name in ("a", "b")]
+    finished = [log.index(f"Successfully loaded servable version {{name: {name} version: 1}}") for name in ("a", "b")]
+    assert max(started) < min(finished)  # the second load began while the first was still LOADING
+
+
+@pytest.mark.slow
+def test_memory_budget_fails_a_version_that_does_not_fit_and_the_first_keeps_serving(
+    tmp_path: Path, fast_flags: tuple[str, ...]
+) -> None:
+    write_model(tmp_path / "m", 1)
+    cost = version_bytes(tmp_path / "m" / "1")
+    assert cost > 0
+    config = tmp_path / "models.config"
+    config.write_text(model_config_text([{"name": "m", "base_path": tmp_path / "m"}]))
+    budget = f"--local_only_memory_budget_bytes={cost + cost // 2}"
+    with start_local_serving(config, extra_args=[*fast_flags, budget]) as serving:
+        client = UpstreamClient(serving.target)
+        install_model(tmp_path / "m", 2)  # same size: v1 + v2 do not fit while v1 still serves
+        assert version_bytes(tmp_path / "m" / "2") == cost
+        *_, code, message = client.wait_for_state("m", 2, "END")
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+        assert f"needs {cost} bytes, {cost // 2} of {cost + cost // 2} bytes available" in message
+        assert client.predict("m") == (1, 1.0)  # availability preserving: the first version keeps serving
         client.close()

@@ -84,6 +84,11 @@ def _local_name(d: descriptor.Descriptor | descriptor.EnumDescriptor) -> str:
     return d.full_name[len(d.file.package) + 1 :]
 
 
+def _is_repeated(field: descriptor.FieldDescriptor) -> bool:
+    # FieldDescriptor.is_repeated only exists from protobuf 6; the label says it in every release.
+    return bool(field.label == FD.LABEL_REPEATED)
+
+
 def _compare_enum(ours: descriptor.EnumDescriptor, theirs: descriptor.EnumDescriptor) -> None:
     assert _local_name(ours) == _local_name(theirs)
     assert [(v.name, v.number) for v in ours.values] == [(v.name, v.number) for v in theirs.values]
@@ -100,7 +105,7 @@ def _compare_message(ours: descriptor.Descriptor, theirs: descriptor.Descriptor,
     assert missing <= OMITTED, f"fields missing from our {ours.full_name}: {missing - OMITTED}"
     for field in ours.fields:
         other = theirs.fields_by_name[field.name]
-        assert (field.number, field.type, field.is_repeated) == (other.number, other.type, other.is_repeated)
+        assert (field.number, field.type, _is_repeated(field)) == (other.number, other.type, _is_repeated(other))
         assert field.is_packed == other.is_packed, field.full_name
         assert (field.containing_oneof.name if field.containing_oneof else None) == (
             other.containing_oneof.name if other.containing_oneof else None
@@ -174,7 +179,7 @@ def _field_values(field: descriptor.FieldDescriptor, depth: int) -> st.SearchStr
         key = _SCALARS[field.message_type.fields_by_name["key"].type]
         value = _single(field.message_type.fields_by_name["value"], depth)
         return st.dictionaries(key, value, max_size=2 if depth < 3 else 0)
-    if field.is_repeated:
+    if _is_repeated(field):
         return st.lists(_single(field, depth), max_size=3 if depth < 3 else 0)
     return _single(field, depth)
 
@@ -219,7 +224,7 @@ def fill(message: Message, tree: dict[str, Any]) -> Message:
                     container[key].type_url, container[key].value = item[1], item[2]
                 else:
                     fill(container[key], item)
-        elif field.is_repeated:
+        elif _is_repeated(field):
             for item in value:
                 fill(container.add(), item) if field.message_type is not None else container.append(item)
         elif field.message_type is not None:
