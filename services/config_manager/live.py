@@ -168,18 +168,28 @@ class LiveView:
         return "ok"
 
     async def wait_loaded(
-        self, entries: Sequence[ModelEntry], tracker: LoadTracker, *, wait: float, interval: float
+        self,
+        entries: Sequence[ModelEntry],
+        tracker: LoadTracker,
+        *,
+        wait: float,
+        interval: float,
+        watch: Collection[str] = (),
     ) -> Statuses:
-        """Poll GetModelStatus until every version of ``entries`` is AVAILABLE or failed, or ``wait`` ends."""
+        """Poll GetModelStatus until every version of ``entries`` is AVAILABLE or failed, or ``wait`` ends.
+
+        ``watch`` names more models to observe meanwhile: tfserving loads on one manager thread, so a
+        load of any configured model delays every other change, and the tracker must see it.
+        """
         deadline = time.monotonic() + wait
         pending = {entry.name: entry for entry in entries}
         latest: Statuses = {}
         while pending:
-            found = await self.statuses(list(pending))
+            found = await self.statuses(set(pending) | set(watch))
             latest.update(found)
             for name, statuses in found.items():
                 tracker.observe(name, statuses)
-                if tracker.settled(name, statuses, pending[name].versions):
+                if name in pending and tracker.settled(name, statuses, pending[name].versions):
                     del pending[name]
             if not pending or time.monotonic() >= deadline:
                 break

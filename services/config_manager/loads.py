@@ -1,9 +1,17 @@
 """Reading tfserving's version states over time: failed loads, stuck loads, restarts.
 
 GetModelStatus alone cannot tell a fresh failure from a stale one (an END error stays listed after
-the version left the config, and is still listed for a moment after it is added back with new
-bytes), nor a restart (the process comes back with the same config). The :class:`LoadTracker`
-remembers when each version entered the config and what the server has listed since.
+the version left the config, and is still listed after it is added back with new bytes until the
+server's next file-system poll *and* a free manager thread pick the change up), nor a restart (the
+process comes back with the same config). The :class:`LoadTracker` remembers when each version
+entered the config and what the server has listed since.
+
+Clocks that wait for the server to notice a config change (the start grace of a re-added version,
+the re-add delay of a removed one) count **quiet time** only: time since the server last listed any
+version STARTing, LOADING or UNLOADING. TF Serving loads inline on its one manager thread and keeps
+only the newest aspired-versions update per model while it is busy, so during a long load of another
+model a removal can be merged away by a re-add, and a re-added version keeps its old error listed
+for as long as that load takes.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ TF_ERROR_CODES = (
 ).split()
 
 _LOADING_STATES = frozenset({VersionState.UNKNOWN, VersionState.START, VersionState.LOADING})
+_BUSY_STATES = frozenset({VersionState.START, VersionState.LOADING, VersionState.UNLOADING})
 
 
 def error_code_name(code: int) -> str:
@@ -58,6 +67,12 @@ class LoadTracker:
         self.removed_at: dict[tuple[str, int], float] = {}
         self._active_seen: set[tuple[str, int]] = set()
         self._listed: dict[str, set[int]] = {}
+        #: When the server last listed a version in a busy state (its manager thread was working).
+        self.busy_at = float("-inf")
+
+    def _quiet_since(self, moment: float) -> float:
+        """Seconds of server quiet time since ``moment`` (time it listed nothing busy)."""
+        return self.clock() - max(moment, self.busy_at)
 
     def configured(self, entries: Iterable[ModelEntry]) -> None:
         """Record the config just applied: new versions start their clocks, removed ones are forgotten."""
@@ -71,22 +86,23 @@ class LoadTracker:
             del self.added_at[key]
             self._active_seen.discard(key)
             self.removed_at[key] = now
-        for key in [k for k, t in self.removed_at.items() if now - t >= self.readd_delay]:
+        for key in [k for k, t in self.removed_at.items() if self._quiet_since(t) >= self.readd_delay]:
             del self.removed_at[key]
 
     def cooling(self, model: str) -> frozenset[int]:
         """Versions of ``model`` that left the config too recently to be added back.
 
-        tfserving applies a policy change at its next file-system poll; a version removed and added
-        back before that poll is never unloaded, so a failed one would not be tried again.
+        tfserving applies a policy change at its next file-system poll, and only once its manager thread
+        is free; a version removed and added back before then is never unloaded, so a failed one would
+        not be tried again. The delay counts server quiet time only (see the module docstring).
         """
-        now = self.clock()
-        return frozenset(v for (m, v), t in self.removed_at.items() if m == model and now - t < self.readd_delay)
+        return frozenset(
+            v for (m, v), t in self.removed_at.items() if m == model and self._quiet_since(t) < self.readd_delay
+        )
 
     def cooling_left(self) -> float:
-        """Seconds until the last cooling version may be added back (0 when none)."""
-        now = self.clock()
-        return max((self.readd_delay - (now - t) for t in self.removed_at.values()), default=0.0)
+        """Seconds until the last cooling version may be added back if the server stays quiet (0: none)."""
+        return max((self.readd_delay - self._quiet_since(t) for t in self.removed_at.values()), default=0.0)
 
     def forget_listings(self) -> None:
         """After a restart: what the old process listed says nothing about the new one."""
@@ -117,6 +133,8 @@ class LoadTracker:
         if statuses is None:
             return
         self._listed.setdefault(model, set()).update(s.version for s in statuses)
+        if any(s.state in _BUSY_STATES for s in statuses):
+            self.busy_at = self.clock()
         for status in statuses:
             if status.state in _LOADING_STATES or status.state == VersionState.AVAILABLE:
                 self._active_seen.add((model, status.version))
@@ -135,7 +153,9 @@ class LoadTracker:
             if status is not None and status.state == VersionState.AVAILABLE:
                 continue
             if status is not None and status.state == VersionState.END and status.error_code != 0:
-                if key in self._active_seen or now - added >= self.start_grace:
+                # Fresh only once the server was seen working on it, or stayed quiet long enough to
+                # have picked the change up: a busy server keeps the old error listed.
+                if key in self._active_seen or self._quiet_since(added) >= self.start_grace:
                     found.append(LoadFailure(model, version, error_code_name(status.error_code), status.error_message))
                 continue
             if now - added >= self.load_timeout:

@@ -41,6 +41,14 @@ class Metrics:
         self.held_changes = Gauge(
             f"{PREFIX}_held_changes", "Changes held back (e.g. input signature changed)", registry=r
         )
+        self.capacity_waiting = Gauge(
+            f"{PREFIX}_capacity_waiting_versions",
+            "Versions that did not fit in tfserving's memory and wait for memory (alarm when > 0)",
+            registry=r,
+        )
+        self.capacity_failures = Counter(
+            f"{PREFIX}_capacity_failures_total", "Loads that ended RESOURCE_EXHAUSTED (out of memory)", registry=r
+        )
         self.free_disk_bytes = Gauge(f"{PREFIX}_free_disk_bytes", "Free bytes on the model volume", registry=r)
         self.low_disk = Gauge(f"{PREFIX}_low_disk", "1 while free disk is below the low-disk threshold", registry=r)
         self.gc_removed = Counter(

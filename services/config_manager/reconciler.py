@@ -19,6 +19,7 @@ from services.common.contracts.base import is_valid_model_name, utcnow
 from services.common.errors import TFServingError
 from services.common.tfs import ModelEntry, VersionState, VersionStatus, render_config
 from services.common.worker import PeriodicWorker
+from services.config_manager.capacity import RESOURCE_EXHAUSTED, CapacityWaits
 from services.config_manager.configfile import ConfigFile, config_hash, safe_entries
 from services.config_manager.gc import GarbageCollector, plan_gc
 from services.config_manager.live import LiveView, Statuses, TFServingUnreachable
@@ -68,6 +69,7 @@ class Reconciler(PeriodicWorker):
             readd_delay=settings.readd_delay_seconds,
             clock=clock,
         )
+        self.capacity = CapacityWaits(retry_seconds=settings.capacity_retry_seconds, clock=clock)
         self.gc = GarbageCollector(self.root, low_disk_free_bytes=settings.low_disk_free_bytes, free_bytes=free_space)
         self.snapshot = Snapshot()
         self.applied: list[ModelEntry] | None = None
@@ -123,6 +125,8 @@ class Reconciler(PeriodicWorker):
         fingerprints = {m: {v: self.manifests.fingerprint(m, v) for v in on_disk.get(m, ())} for m in names}
         self._record_failures(current, live, fingerprints)
         self.failed.prune(on_disk, fingerprints)
+        self.capacity.release(_loaded(live), fingerprints)
+        self.capacity.prune(on_disk)
         for m in sorted(names):
             await self.live.read_disk_signatures(m, self.root / m, on_disk.get(m, frozenset()), fingerprints[m])
         for entry in current:
@@ -131,13 +135,15 @@ class Reconciler(PeriodicWorker):
         self.live.forget_signatures(on_disk)
         current_by_name = {entry.name: entry for entry in current}
         failed = {m: self.failed.failed_versions(m, fingerprints[m]) for m in names}
+        capacity = {m: self.capacity.waiting(m) for m in names}
         plans = plan_config(
             ModelObservation(
                 name=m,
                 base_path=str(self.root / m),
                 target=(targets or {}).get(m),
                 on_disk=on_disk.get(m, frozenset()),
-                failed=failed[m],
+                # A version waiting for memory stays out of the config like a failed one (old keeps serving).
+                failed={**{v: w.reason for v, w in capacity[m].items()}, **failed[m]},
                 live=_states(live.get(m)),
                 current=current_by_name.get(m),
                 signatures=self.live.cached_signatures(m, fingerprints[m]),
@@ -158,6 +164,7 @@ class Reconciler(PeriodicWorker):
             live=live,
             plans={p.name: p for p in plans},
             failed={m: f for m, f in failed.items() if f},
+            capacity={m: c for m, c in capacity.items() if c},
             problems=problems,
             config_text=text,
             config_hash=config_hash(text),
@@ -191,6 +198,19 @@ class Reconciler(PeriodicWorker):
                 fingerprint = fingerprints.get(entry.name, {}).get(failure.version)
                 if self.failed.failed_versions(entry.name, {failure.version: fingerprint}):
                     continue
+                if failure.code == RESOURCE_EXHAUSTED:
+                    # Out of memory is not bad bytes: wait for memory, do not bar the version.
+                    if failure.version not in self.capacity.waiting(entry.name):
+                        self.capacity.record(
+                            model=failure.model,
+                            version=failure.version,
+                            message=failure.message,
+                            version_dir=self.root / failure.model / str(failure.version),
+                            fingerprint=fingerprint,
+                            loaded_now=_loaded(live),
+                        )
+                        self.metrics.capacity_failures.inc()
+                    continue
                 logger.error(
                     "version failed to load, dropping it from models.config: %s: %s",
                     failure.code,
@@ -209,7 +229,9 @@ class Reconciler(PeriodicWorker):
     async def _apply(
         self, entries: list[ModelEntry], previous: Sequence[ModelEntry], live: Statuses, *, force: bool
     ) -> None:
-        known = {name for name, statuses in live.items() if statuses is not None}
+        # TF Serving blocks a reload for names new *to its config*, not to GetModelStatus: a model
+        # that was retired and comes back is still listed (END) but loads as a new one.
+        known = {entry.name for entry in previous}
         adds = any(entry.name not in known for entry in entries)
         started = time.monotonic()
         try:
@@ -231,6 +253,7 @@ class Reconciler(PeriodicWorker):
             self.tracker,
             wait=self.settings.load_wait_seconds,
             interval=self.settings.status_poll_interval_seconds,
+            watch=[entry.name for entry in entries],
         )
         self.snapshot.live.update(latest)
         elapsed = time.monotonic() - started
@@ -279,12 +302,23 @@ class Reconciler(PeriodicWorker):
         self.metrics.versions_available.set(available)
         self.metrics.failed_versions.set(sum(len(f) for f in snap.failed.values()))
         self.metrics.held_changes.set(sum(len(p.held) for p in snap.plans.values()))
+        self.metrics.capacity_waiting.set(len(self.capacity))
 
 
 def _states(statuses: Sequence[VersionStatus] | None) -> dict[int, VersionState] | None:
     if statuses is None:
         return None
     return {s.version: s.state for s in statuses}
+
+
+def _loaded(live: Statuses) -> frozenset[tuple[str, int]]:
+    """Every (model, version) tfserving reports AVAILABLE."""
+    return frozenset(
+        (model, s.version)
+        for model, statuses in live.items()
+        for s in statuses or ()
+        if s.state == VersionState.AVAILABLE
+    )
 
 
 def _valid_targets(models: dict[str, LocalModelTarget]) -> dict[str, LocalModelTarget]:

@@ -38,6 +38,9 @@ class Settings(NodeSettings):
     watch_interval_seconds: float = Field(default=1.0, ge=0)
     # Reconcile steps in one pass (a roll needs two: add the new version, then drop the old one).
     max_steps_per_pass: int = Field(default=6, ge=1)
+    # A version that did not fit in memory (RESOURCE_EXHAUSTED) is retried when a loaded version goes
+    # away, and at the latest after this long (memory may be freed outside tfserving's view).
+    capacity_retry_seconds: float = Field(default=300.0, gt=0)
     gc_enabled: bool = True
     # Below this many free bytes on the model volume, kept-but-not-served versions are removed too.
     low_disk_free_bytes: int = Field(default=1 << 30, ge=0)

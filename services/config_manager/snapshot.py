@@ -7,6 +7,7 @@ from datetime import datetime
 
 from services.common.contracts import LocalModelTarget
 from services.common.tfs import VersionStatus
+from services.config_manager.capacity import CapacityWait
 from services.config_manager.gc import GcReport
 from services.config_manager.planner import ModelPlan
 
@@ -22,6 +23,7 @@ class Snapshot:
     live: dict[str, list[VersionStatus] | None] = field(default_factory=dict)
     plans: dict[str, ModelPlan] = field(default_factory=dict)
     failed: dict[str, dict[int, str]] = field(default_factory=dict)
+    capacity: dict[str, dict[int, CapacityWait]] = field(default_factory=dict)
     problems: dict[str, list[str]] = field(default_factory=dict)
     config_text: str = ""
     config_hash: str = ""

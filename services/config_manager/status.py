@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from services.common.contracts import Alarm, LiveVersion, ModelNodeStatus, SidecarStatus
+from services.common.contracts import Alarm, CapacityShortfall, LiveVersion, ModelNodeStatus, SidecarStatus
 from services.common.tfs import VersionState
 from services.config_manager import SERVICE_NAME
 from services.config_manager.reconciler import Reconciler
@@ -39,6 +39,10 @@ def model_status(snap: Snapshot, model: str) -> ModelNodeStatus:
         available=sorted(s.version for s in statuses or [] if s.state == VersionState.AVAILABLE),
         failed={str(v): reason for v, reason in sorted(snap.failed.get(model, {}).items())},
         held=list(plan.held) if plan else [],
+        capacity=[
+            CapacityShortfall(version=v, bytes_needed=w.bytes_needed, message=w.message, since=_when(w.since))
+            for v, w in sorted(snap.capacity.get(model, {}).items())
+        ],
         problems=problems,
     )
 
@@ -58,6 +62,11 @@ def _alarms(reconciler: Reconciler, snap: Snapshot) -> list[Alarm]:
         alarms.append(Alarm(kind="desired-unreadable", message=snap.desired_error))
     if snap.gc.low_disk:
         alarms.append(Alarm(kind="low-disk", message="; ".join(snap.gc.problems), severity="critical"))
+    alarms.extend(
+        Alarm(kind="capacity", model=model, message=f"version {version} waits for memory: {wait.reason}")
+        for model, waits in sorted(snap.capacity.items())
+        for version, wait in sorted(waits.items())
+    )
     alarms.extend(
         Alarm(kind="held-change", model=model, message=held.reason)
         for model, plan in sorted(snap.plans.items())

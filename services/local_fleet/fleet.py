@@ -22,6 +22,7 @@ from google.cloud import storage
 from services.local_fleet.fakegcs import FakeGcs
 from services.local_fleet.ports import free_port, wait_port
 from services.local_fleet.processes import ManagedProcess, python_module
+from services.local_fleet.stackflags import production_serving_args
 
 ADMIN_NAME = "local-admin"
 
@@ -177,16 +178,10 @@ class LocalFleet:
         )
         node.processes["serving"] = ManagedProcess(
             name=f"{hostname}/serving",
+            # The stack's own tfserving flags (swarm-deploy.yml), with this node's ports and paths.
             args=python_module(
                 "services.local_serving",
-                f"--port={node.grpc_port}",
-                f"--rest_api_port={node.rest_port}",
-                f"--model_config_file={node.config_file}",
-                "--model_config_file_poll_wait_seconds=0",
-                "--file_system_poll_wait_seconds=1",
-                "--allow_version_labels_for_unavailable_models=true",
-                "--max_num_load_retries=1",
-                "--load_retry_interval_micros=500000",
+                *production_serving_args(port=node.grpc_port, rest_port=node.rest_port, config_file=node.config_file),
                 *self.options.serving_args,
             ),
             env={"PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"},

@@ -61,6 +61,9 @@ class ModelSummary(BaseModel):
     available_by_node: dict[str, list[int]] = Field(default_factory=dict)
     skew: bool = Field(description="healthy nodes serve different version sets")
     failed_on: dict[str, dict[str, str]] = Field(default_factory=dict)
+    capacity_on: dict[str, list[int]] = Field(
+        default_factory=dict, description="node → versions waiting for memory (RESOURCE_EXHAUSTED, not corrupt)"
+    )
 
 
 class ClusterView(BaseModel):
@@ -90,6 +93,7 @@ def merge_model(puller: ModelNodeStatus | None, config_manager: ModelNodeStatus 
         available=sorted(cm.available) if cm.available is not None else None,
         failed={**(puller.failed if puller else {}), **cm.failed},
         held=cm.held,
+        capacity=cm.capacity,
         drift=sorted(set(desired.drift) | set(cm.drift)),
         downloads=puller.downloads if puller else [],
         problems=[*(puller.problems if puller else []), *cm.problems],
@@ -169,6 +173,11 @@ def summarize_models(nodes: list[NodeView]) -> dict[str, ModelSummary]:
             available_by_node=available,
             skew=len({tuple(v) for v in available.values()}) > 1,
             failed_on={n.hostname: n.models[name].failed for n in nodes if name in n.models and n.models[name].failed},
+            capacity_on={
+                n.hostname: [c.version for c in n.models[name].capacity]
+                for n in nodes
+                if name in n.models and n.models[name].capacity
+            },
         )
     return summaries
 

@@ -30,6 +30,10 @@ def fmt_states(live: list[JSON] | None) -> str:
 def fmt_failed(entry: JSON) -> str:
     parts = [f"v{v}: {reason}" for v, reason in sorted(entry.get("failed", {}).items())]
     parts += [f"held v{h['version']}: {h['reason']}" for h in entry.get("held", [])]
+    parts += [
+        f"capacity v{c['version']}: needs ~{c['bytes_needed']} bytes, waits for memory"
+        for c in entry.get("capacity", [])
+    ]
     parts += list(entry.get("problems", []))
     return "; ".join(parts) or "-"
 

@@ -71,6 +71,11 @@ class FleetCollector(Collector):
             "1 when the node serves what it should",
             labels=["hostname", "model"],
         )
+        capacity = GaugeMetricFamily(
+            "modelfleet_master_node_model_capacity_waiting_versions",
+            "Versions of a model that do not fit in a node's tfserving memory (alarm when > 0)",
+            labels=["hostname", "model"],
+        )
         model_converged = GaugeMetricFamily(
             "modelfleet_master_model_converged", "1 when every healthy node serves what it should", labels=["model"]
         )
@@ -86,6 +91,7 @@ class FleetCollector(Collector):
                 if versions:
                     newest.add_metric([node.hostname, model], float(max(versions)))
                 node_converged.add_metric([node.hostname, model], float(entry.converged))
+                capacity.add_metric([node.hostname, model], float(len(entry.capacity)))
         for model, summary in view.models.items():
             model_converged.add_metric([model], float(summary.converged))
         fleet = GaugeMetricFamily("modelfleet_master_fleet_converged", "1 when every model is converged")
@@ -93,4 +99,5 @@ class FleetCollector(Collector):
         nodes = GaugeMetricFamily("modelfleet_master_nodes", "Registered nodes by health", labels=["state"])
         nodes.add_metric(["healthy"], float(view.nodes_healthy))
         nodes.add_metric(["unhealthy"], float(view.nodes_total - view.nodes_healthy))
-        yield from (up, failures, stale, node_up, available, newest, node_converged, model_converged, fleet, nodes)
+        yield from (up, failures, stale, node_up, available, newest, node_converged, capacity, model_converged)
+        yield from (fleet, nodes)

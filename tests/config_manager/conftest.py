@@ -23,14 +23,10 @@ from services.config_manager.metrics import Metrics
 from services.config_manager.reconciler import Reconciler
 from services.config_manager.settings import Settings
 from tests.support.savedmodels import write_corrupt_model, write_model
-from tests.support.serving import ServingProcess, free_port, start_local_serving
+from tests.support.serving import ServingProcess, free_port, production_flags, start_local_serving
 
-SERVING_FLAGS = (
-    "--file_system_poll_wait_seconds=1",
-    "--max_num_load_retries=0",
-    "--allow_version_labels_for_unavailable_models=true",
-    "--model_config_file_poll_wait_seconds=0",
-)
+#: Production conditions: the stack's own tfserving flags, read from swarm-deploy.yml.
+SERVING_FLAGS = production_flags()
 
 _generations = itertools.count(int(time.time() * 1000))
 
@@ -78,12 +74,22 @@ class Node:
         self.reconcilers.append(reconciler)
         return reconciler
 
-    def add_version(self, model: str, version: int, *, corrupt: bool = False, changed_signature: bool = False) -> Path:
+    def add_version(
+        self,
+        model: str,
+        version: int,
+        *,
+        corrupt: bool = False,
+        changed_signature: bool = False,
+        padding_bytes: int = 0,
+    ) -> Path:
         """Install a version the way the puller does: the directory, then its manifest."""
         if corrupt:
             path = write_corrupt_model(self.root / model, version, kind="truncated_pb")
         else:
-            path = write_model(self.root / model, version, changed_signature=changed_signature)
+            path = write_model(
+                self.root / model, version, changed_signature=changed_signature, padding_bytes=padding_bytes
+            )
         self.write_manifest(model, version)
         return path
 
@@ -100,8 +106,10 @@ class Node:
     def desire(self, **models: LocalModelTarget) -> None:
         atomic_write_json(desired_path(self.root), LocalDesired(models=dict(models)))
 
-    def start_serving(self) -> ServingProcess:
-        self.serving = start_local_serving(self.config_file, port=self.port, extra_args=SERVING_FLAGS, timeout=90)
+    def start_serving(self, **overrides: object) -> ServingProcess:
+        """Start local_serving with the production flags; ``overrides`` (e.g. local-only flags) by name."""
+        flags = production_flags(**overrides) if overrides else SERVING_FLAGS
+        self.serving = start_local_serving(self.config_file, port=self.port, extra_args=flags, timeout=90)
         return self.serving
 
     def stop_serving(self) -> None:
@@ -115,14 +123,15 @@ def target(serve: list[int], keep: list[int] | None = None, **kw: object) -> Loc
     return LocalModelTarget(serve=serve, keep=keep or [], **kw)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[Node]:
-    """A node whose local_serving starts from the models.config config_manager prepared (empty)."""
+@contextlib.asynccontextmanager
+async def make_node(tmp_path: Path, **serving_flags: object) -> AsyncIterator[Node]:
+    """A node whose local_serving starts (production flags + ``serving_flags``) from the models.config
+    config_manager prepared (empty)."""
     root = tmp_path / "models"
     config_file = tmp_path / "serving_config" / "models.config"
     prepare_volume(root, config_file)
     n = Node(root=root, config_file=config_file, port=free_port())
-    await asyncio.to_thread(n.start_serving)
+    await asyncio.to_thread(n.start_serving, **serving_flags)
     try:
         yield n
     finally:
@@ -130,6 +139,13 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
             await reconciler.stop()
             await reconciler.live.client.close()
         n.stop_serving()
+
+
+@pytest.fixture
+async def node(tmp_path: Path) -> AsyncIterator[Node]:
+    """A node with local_serving under the stack's flags."""
+    async with make_node(tmp_path) as n:
+        yield n
 
 
 @dataclass

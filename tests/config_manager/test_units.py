@@ -8,6 +8,7 @@ from pathlib import Path
 from services.common.contracts import FailedDocument, LocalModelTarget
 from services.common.contracts.local import desired_path, failed_path, fleet_dir
 from services.common.tfs import ModelEntry, SignatureSpec, TensorSpec, VersionState, VersionStatus
+from services.config_manager.capacity import CapacityWaits
 from services.config_manager.gc import GarbageCollector, plan_gc
 from services.config_manager.loads import LoadTracker
 from services.config_manager.localdisk import DesiredReader, FailedStore, prepare_volume, scan_models, trash_dir
@@ -78,6 +79,68 @@ def test_dropped_version_cools_down_before_it_may_come_back() -> None:
     assert t.cooling("m") == {4}
     clock.now += 3
     assert t.cooling("m") == frozenset()
+
+
+def test_stale_end_error_outlives_the_grace_while_the_server_is_busy_loading_another_model() -> None:
+    # TF Serving loads inline: while another model loads, a re-added version keeps its old END error.
+    clock = Clock()
+    t = tracker(clock)
+    t.configured([ModelEntry("m", "/m", (4,)), ModelEntry("other", "/o", (2,))])
+    stale = [st(4, E, 3, "old bytes")]
+    for _ in range(4):  # 12 s of the other model loading: far beyond the 5 s grace
+        clock.now += 3
+        t.observe("other", [st(2, L)])
+        assert t.failures("m", stale, [4]) == []
+    t.observe("other", [st(2, A)])
+    clock.now += 4.9
+    assert t.failures("m", stale, [4]) == []
+    clock.now += 0.2  # quiet for the whole grace: a failure listed now is the new load's
+    assert [f.version for f in t.failures("m", stale, [4])] == [4]
+
+
+def test_a_removed_version_cools_down_only_while_the_server_is_quiet() -> None:
+    # A removal the busy server has not processed yet would be merged away by the re-add.
+    clock = Clock()
+    t = tracker(clock)
+    t.configured([ModelEntry("m", "/m", (3, 4))])
+    t.configured([ModelEntry("m", "/m", (3,))])
+    for _ in range(3):
+        clock.now += 2
+        t.observe("other", [st(7, L)])
+        assert t.cooling("m") == {4}
+    assert t.cooling_left() == 3
+    t.observe("other", [st(7, A)])
+    clock.now += 3
+    assert t.cooling("m") == frozenset()
+
+
+def test_capacity_waits_until_a_loaded_version_leaves_or_time_is_up(tmp_path: Path) -> None:
+    clock = Clock()
+    waits = CapacityWaits(retry_seconds=300, clock=clock)
+    version_dir = tmp_path / "m" / "2"
+    (version_dir / "variables").mkdir(parents=True)
+    (version_dir / "variables" / "variables.data-00000-of-00001").write_bytes(b"\0" * 1000)
+    (version_dir / "variables" / "variables.index").write_bytes(b"\0" * 24)
+    loaded = frozenset({("m", 1), ("other", 5)})
+    wait = waits.record(
+        model="m", version=2, message="OOM", version_dir=version_dir, fingerprint="f2", loaded_now=loaded
+    )
+    assert wait.bytes_needed == 1024 and "capacity" in wait.reason
+    prints = {"m": {1: "f1", 2: "f2"}}
+    waits.release(loaded | {("m", 3)}, prints)  # something new loaded: no memory freed
+    assert set(waits.waiting("m")) == {2}
+    waits.release(frozenset({("m", 1)}), prints)  # the other model unloaded
+    assert waits.waiting("m") == {}
+    waits.record(model="m", version=2, message="OOM", version_dir=version_dir, fingerprint="f2", loaded_now=loaded)
+    clock.now += 299
+    waits.release(loaded, prints)
+    assert set(waits.waiting("m")) == {2}
+    clock.now += 1
+    waits.release(loaded, prints)
+    assert waits.waiting("m") == {}
+    waits.record(model="m", version=2, message="OOM", version_dir=version_dir, fingerprint="f2", loaded_now=loaded)
+    waits.release(loaded, {"m": {1: "f1", 2: "new bytes"}})
+    assert waits.waiting("m") == {}
 
 
 def test_gc_plan_never_takes_served_loaded_or_unsettled_versions() -> None:

@@ -7,17 +7,16 @@ import json
 import os
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from services.common.errors import TFServingError
-from services.common.tfs import TFServingClient
 from services.local_fleet.convergence import predict_once, wait_available
 from services.local_fleet.fleet import LocalFleet
 from services.local_fleet.savedmodels import write_corrupt_model, write_model
+from tests.support.predict_loop import PredictStats, predicting
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 MODEL = "ranker"
@@ -37,49 +36,12 @@ def fleetctl(fleet: LocalFleet, *args: str, check: bool = True) -> subprocess.Co
     return result
 
 
-class PredictLoop:
-    """Predicts spread over every node with a 600 ms deadline, as the search cluster calls them."""
-
-    def __init__(self, fleet: LocalFleet, label: str | None = None) -> None:
-        self.fleet = fleet
-        self.label = label
-        self.ok = 0
-        self.failures: list[str] = []
-        self.versions: Counter[int] = Counter()
-        self._stop = asyncio.Event()
-
-    async def run(self) -> None:
-        clients = [TFServingClient(node.grpc_target) for node in self.fleet.nodes]
-        try:
-            i = 0
-            while not self._stop.is_set():
-                client = clients[i % len(clients)]
-                i += 1
-                try:
-                    result = await client.predict(MODEL, {"x": ([1.0], (1, 1))}, label=self.label, timeout=0.6)
-                    assert result.outputs["y"][0] == float(result.version)
-                    self.ok += 1
-                    self.versions[result.version] += 1
-                except TFServingError as exc:
-                    self.failures.append(f"{exc.code}: {exc.detail}")
-                await asyncio.sleep(0.005)
-        finally:
-            for client in clients:
-                await client.close()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
-async def under_load(fleet: LocalFleet, action: Any, *, label: str | None = None) -> PredictLoop:
-    loop = PredictLoop(fleet, label=label)
-    task = asyncio.create_task(loop.run())
-    try:
+async def under_load(fleet: LocalFleet, action: Any, *, label: str | None = None) -> PredictStats:
+    """Run ``action`` while the search-like loop (600 ms deadlines) calls every node; return its tally."""
+    targets = {node.hostname: node.grpc_target for node in fleet.nodes}
+    with predicting(targets, MODEL, label=label, rate=100.0) as loop:
         await action()
-    finally:
-        loop.stop()
-        await task
-    return loop
+        return loop.snapshot()
 
 
 def status_json(fleet: LocalFleet) -> dict[str, Any]:
@@ -96,17 +58,18 @@ async def test_rollout_pin_label_and_corrupt_version(fleet: LocalFleet, models_d
         fleet.publish(MODEL, write_model(models_dir, 2))
         await wait_available(fleet.nodes, MODEL, [2], timeout=120)
 
-    loop = await under_load(fleet, publish_v2)
-    assert loop.failures == [] and loop.ok > 100
-    assert set(loop.versions) == {1, 2}
+    stats = await under_load(fleet, publish_v2)
+    # The control plane fails no call; cold first calls (no warm-up records) are counted apart.
+    assert stats.control_plane_failed == 0 and stats.ok > 100, stats.summary()
+    assert {v for counts in stats.versions.values() for v in counts} == {1, 2}, stats.summary()
 
     # Pin back to v1 with fleetctl: converge on 1, still zero failures.
     async def pin_v1() -> None:
         fleetctl(fleet, "pin", MODEL, "1")
         await wait_available(fleet.nodes, MODEL, [1], timeout=120)
 
-    loop = await under_load(fleet, pin_v1)
-    assert loop.failures == []
+    stats = await under_load(fleet, pin_v1)
+    assert stats.control_plane_failed == 0, stats.summary()
 
     # Label stable -> 2: v2 is loaded beside the pinned 1, then the label moves; Predict by label answers 2.
     fleetctl(fleet, "label", MODEL, "stable", "2")

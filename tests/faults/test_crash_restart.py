@@ -63,7 +63,7 @@ def test_puller_killed_mid_download(fleet: FaultFleet, model_versions: dict[int,
     for node in fleet.nodes:
         assert partial_version_problems(node) == []
     assert list((victim.model_dir / ".fleet" / "staging").iterdir()) == []
-    assert stats.failed == 0, stats.summary()
+    assert stats.control_plane_failed == 0, stats.summary()
     assert stats.versions[victim.hostname][2] > 0, stats.summary()
 
 
@@ -96,5 +96,5 @@ def test_config_manager_killed_mid_reload(fleet: FaultFleet, model_versions: dic
     assert entries[MODEL].versions == (2,)
     for node in fleet.nodes:
         assert partial_version_problems(node) == []
-    assert stats.failed == 0, stats.summary()
+    assert stats.control_plane_failed == 0, stats.summary()
     assert stats.versions[victim.hostname][2] > 0, stats.summary()

@@ -4,6 +4,11 @@
 real client keeps them) so a synchronous test can start it, break things, and read the tally. Every
 call counts: an RPC error, a missed deadline or an answer whose ``y`` does not match the answering
 version (``y = version * x`` for tests.support.savedmodels models) is a failure.
+
+Failures are split in two (issue 12): calls failed by the control plane (must be 0), and *cold* calls —
+calls that missed their deadline while a node switched to a version that had just become AVAILABLE and
+was paying TensorFlow's first-call cost (no warm-up records): a DEADLINE_EXCEEDED on a host at most
+``COLD_WINDOW_SECONDS`` before that host's first answer from a version it had not answered with before.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from services.common.errors import TFServingError
 from services.common.tfs import TFServingClient
 
 SEARCH_DEADLINE_SECONDS = 0.6
+COLD_WINDOW_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -44,10 +50,30 @@ class PredictStats:
     failures: list[Failure] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
     elapsed: float = 0.0
+    #: (host, version) → seconds after the loop's start of that host's first answer from that version.
+    first_answer: dict[tuple[str, int], float] = field(default_factory=dict)
 
     @property
     def ok(self) -> int:
         return self.total - self.failed
+
+    def is_cold(self, failure: Failure) -> bool:
+        """A deadline missed just before ``failure.node`` first answered from a version it switched to."""
+        if failure.code != "DEADLINE_EXCEEDED":
+            return False
+        firsts = sorted(at for (host, _), at in self.first_answer.items() if host == failure.node)
+        switches = firsts[1:]  # the host's very first version is no switch
+        return any(0 <= at - failure.at <= COLD_WINDOW_SECONDS for at in switches)
+
+    @property
+    def cold(self) -> int:
+        """Calls over the deadline on a version's first calls (TensorFlow's first-call cost)."""
+        return sum(1 for f in self.failures if self.is_cold(f))
+
+    @property
+    def control_plane_failed(self) -> int:
+        """Every other failed call: what the control plane must never cause."""
+        return self.failed - self.cold
 
     def percentile(self, q: float) -> float:
         """Latency quantile in seconds (0 when nothing ran)."""
@@ -61,7 +87,8 @@ class PredictStats:
         rate = self.total / self.elapsed if self.elapsed else 0.0
         versions = {n: dict(c) for n, c in self.versions.items()}
         head = (
-            f"{self.failed} failed of {self.total} Predicts in {self.elapsed:.1f}s ({rate:.0f}/s, "
+            f"{self.failed} failed ({self.cold} cold first calls over the deadline, {self.control_plane_failed} "
+            f"other) of {self.total} Predicts in {self.elapsed:.1f}s ({rate:.0f}/s, "
             f"p50 {self.percentile(0.5) * 1000:.1f} ms, p99 {self.percentile(0.99) * 1000:.1f} ms); "
             f"per node {dict(self.per_node)}; versions {versions}"
         )
@@ -135,6 +162,7 @@ class PredictLoop:
                 versions={n: Counter(c) for n, c in s.versions.items()},
                 failures=list(s.failures),
                 latencies=list(s.latencies),
+                first_answer=dict(s.first_answer),
                 elapsed=time.monotonic() - self._started,
             )
 
@@ -223,6 +251,7 @@ class PredictLoop:
                     s.failures.append(Failure(began - self._started, host, failure[0], failure[1]))
             elif version is not None:
                 s.versions.setdefault(host, Counter())[version] += 1
+                s.first_answer.setdefault((host, version), time.monotonic() - self._started)
 
 
 @contextlib.contextmanager

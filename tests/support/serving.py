@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 
 from services.local_fleet.ports import free_port, port_open
+from services.local_fleet.stackflags import production_serving_args
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,6 +31,15 @@ FAST_TEST_FLAGS = (
     "--max_num_load_retries=0",
     "--load_retry_interval_micros=100000",
 )
+
+
+def production_flags(**overrides: object) -> tuple[str, ...]:
+    """The stack's tfserving flags (read from swarm-deploy.yml) minus what start_local_serving sets
+    (port, models.config path) and the REST port; ``overrides`` replace or add flags by name."""
+    args = production_serving_args(
+        port=0, config_file=Path("unused"), overrides={k: str(v) for k, v in overrides.items()}
+    )
+    return tuple(arg for arg in args if not arg.startswith(("--port=", "--model_config_file=")))
 
 
 class ServingStartError(RuntimeError):

@@ -23,6 +23,7 @@ from services.common.contracts.local import (
 from services.common.contracts.registration import NodeRole, Registration
 from services.common.contracts.status import (
     Alarm,
+    CapacityShortfall,
     DownloadProgress,
     HeldChange,
     LiveVersion,
@@ -34,6 +35,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Alarm",
     "AuditEntry",
+    "CapacityShortfall",
     "DesiredStateDocument",
     "Document",
     "DownloadProgress",

@@ -54,6 +54,15 @@ class HeldChange(_Lenient):
     kind: str = "signature-changed"
 
 
+class CapacityShortfall(_Lenient):
+    """A version that did not fit in tfserving's memory (RESOURCE_EXHAUSTED): not corrupt, waiting for memory."""
+
+    version: int
+    bytes_needed: int = Field(description="about: the size of the version's variables")
+    message: str = Field(description="tfserving's error message")
+    since: datetime | None = None
+
+
 class ModelNodeStatus(_Lenient):
     """One model on one node, from one sidecar's point of view."""
 
@@ -69,6 +78,7 @@ class ModelNodeStatus(_Lenient):
     available: list[int] | None = None
     failed: dict[str, str] = Field(default_factory=dict, description="version → reason")
     held: list[HeldChange] = Field(default_factory=list)
+    capacity: list[CapacityShortfall] = Field(default_factory=list)
     drift: list[int] = Field(default_factory=list)
     downloads: list[DownloadProgress] = Field(default_factory=list)
     problems: list[str] = Field(default_factory=list)
