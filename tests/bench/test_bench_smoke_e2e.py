@@ -29,7 +29,7 @@ def test_propagation_smoke_measures_every_node(tmp_path: Path) -> None:
 def test_availability_smoke_no_failed_predict(tmp_path: Path) -> None:
     out = tmp_path / "availability.json"
     figures, _ = run_smoke("availability", out, timeout=600)
-    assert figures["failed"] == 0 and figures["total"] >= 1000, figures
+    assert figures["control_plane_failed"] == 0 and figures["total"] >= 1000, figures
     assert [p["phase"].split()[0] for p in figures["phases"]] == [
         "warm-up",
         "rollout",
