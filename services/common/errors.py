@@ -129,6 +129,14 @@ class InsufficientStorage(FleetError):
     title = "Not enough free disk"
 
 
+class VolumeUnreadable(FleetError):
+    """The model volume could not be read (EIO, EACCES, EMFILE, ESTALE, a vanished root): nothing may change."""
+
+    status_code = 503
+    slug = "volume-unreadable"
+    title = "Model volume unreadable"
+
+
 class ConfigLintError(InvalidInput):
     """A models.config that would not be safe to hand to tfserving."""
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from services.common.atomic import atomic_write_json, atomic_write_text
 from services.common.contracts import FailedDocument, FailedVersion, LocalDesired, Manifest
 from services.common.contracts.base import is_valid_model_name, utcnow
 from services.common.contracts.local import desired_path, failed_path, fleet_dir, manifest_path
+from services.common.errors import VolumeUnreadable
 from services.common.tfs import EMPTY_CONFIG
 
 logger = logging.getLogger(__name__)
@@ -45,28 +49,49 @@ def is_version_name(name: str) -> bool:
     return name.isdigit() and str(int(name)) == name
 
 
-def scan_models(local_root: Path) -> dict[str, frozenset[int]]:
-    """Model name → versions installed on disk (a canonical directory holding a saved_model file)."""
+ListDir = Callable[[Path], AbstractContextManager[Iterator[os.DirEntry[str]]]]
+
+
+def scan_models(local_root: Path, *, listdir: ListDir = os.scandir) -> dict[str, frozenset[int]]:
+    """Model name → versions installed on disk (a canonical directory holding a saved_model file).
+
+    Raises :class:`VolumeUnreadable` on any read error (EIO, EACCES, EMFILE, ESTALE, the root gone): a
+    partial view would look like versions that vanished, and a read error must never change what
+    serves. Only an entry removed while it is listed (GC, the puller's swap) is skipped. ``listdir`` is
+    the declared seam through which tests inject EIO.
+    """
     found: dict[str, frozenset[int]] = {}
     try:
-        model_dirs = [d for d in os.scandir(local_root) if d.is_dir() and is_valid_model_name(d.name)]
-    except FileNotFoundError:
-        return found
-    for model_dir in model_dirs:
-        versions: set[int] = set()
-        try:
-            children = list(os.scandir(model_dir.path))
-        except OSError:
-            continue
-        for child in children:
-            if is_version_name(child.name) and child.is_dir() and _has_saved_model(Path(child.path)):
-                versions.add(int(child.name))
-        found[model_dir.name] = frozenset(versions)
+        with listdir(local_root) as entries:
+            model_dirs = [d for d in entries if is_valid_model_name(d.name) and d.is_dir()]
+        for model_dir in model_dirs:
+            versions = _scan_versions(Path(model_dir.path), listdir)
+            if versions is not None:
+                found[model_dir.name] = versions
+    except OSError as exc:
+        raise VolumeUnreadable(f"cannot read the model volume: {exc}", path=str(local_root)) from exc
     return found
 
 
+def _scan_versions(model_dir: Path, listdir: ListDir) -> frozenset[int] | None:
+    """Installed versions of one model (None: the directory went away while listed)."""
+    try:
+        with listdir(model_dir) as entries:
+            children = [c for c in entries if is_version_name(c.name) and c.is_dir()]
+    except FileNotFoundError:
+        return None
+    return frozenset(int(child.name) for child in children if _has_saved_model(Path(child.path)))
+
+
 def _has_saved_model(version_dir: Path) -> bool:
-    return any((version_dir / name).is_file() for name in SAVED_MODEL_FILES)
+    """True when a saved_model file is there; a read error other than "not there" is raised."""
+    for name in SAVED_MODEL_FILES:
+        try:
+            if stat.S_ISREG(os.stat(version_dir / name).st_mode):
+                return True
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return False
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from services.common.contracts import LocalModelTarget
 from services.common.contracts.base import is_valid_model_name, utcnow
-from services.common.errors import TFServingError
+from services.common.errors import TFServingError, VolumeUnreadable
 from services.common.tfs import ModelEntry, VersionState, VersionStatus, render_config
 from services.common.worker import PeriodicWorker
 from services.config_manager.capacity import RESOURCE_EXHAUSTED, CapacityWaits
@@ -53,10 +53,12 @@ class Reconciler(PeriodicWorker):
         *,
         free_space: Callable[[Path], int] = free_bytes,
         clock: Callable[[], float] = time.monotonic,
+        scan: Callable[[Path], dict[str, frozenset[int]]] = scan_models,
     ) -> None:
         super().__init__(interval=settings.sync_interval_seconds, max_backoff=min(settings.sync_interval_seconds, 30))
         self.settings = settings
         self.root = settings.local_model_directory
+        self.scan = scan
         self.config_file = settings.tensorflow_serving_config_file
         self.live = live
         self.metrics = metrics
@@ -99,9 +101,16 @@ class Reconciler(PeriodicWorker):
             self.metrics.tfserving_up.set(0)
             self.metrics.reconciles.labels("unreachable").inc()
             raise
+        except VolumeUnreadable as exc:
+            # Nothing was written or reloaded: a partial view of the volume must not change what serves.
+            self.snapshot.volume_error = exc.detail
+            self.metrics.reconciles.labels("volume_unreadable").inc()
+            logger.error("model volume unreadable, models.config and tfserving left as they are: %s", exc.detail)
+            raise
         except Exception:
             self.metrics.reconciles.labels("error").inc()
             raise
+        self.snapshot.volume_error = None
         self.metrics.reconciles.labels("ok").inc()
         self.metrics.good_reconcile()
 
@@ -114,7 +123,7 @@ class Reconciler(PeriodicWorker):
         """Plan and apply once; True when the config changed (another step may follow)."""
         reading = self.desired.read()
         targets = _valid_targets(reading.document.models) if reading.document else None
-        on_disk = scan_models(self.root)
+        on_disk = self.scan(self.root)
         current = self.applied if self.applied is not None else self.config.entries_at_start()
         names = set(targets or {}) | {entry.name for entry in current}
         live = await self.live.statuses(names)
@@ -275,7 +284,7 @@ class Reconciler(PeriodicWorker):
             return
         served = {entry.name: frozenset(entry.versions) for entry in self.applied or []}
         candidates = plan_gc(
-            on_disk=scan_models(self.root),
+            on_disk=self.scan(self.root),
             targets=reading.document.models,
             served=served,
             live={m: _states(statuses) for m, statuses in snap.live.items()},
@@ -289,7 +298,7 @@ class Reconciler(PeriodicWorker):
         snap.gc = report
         snap.free_bytes = report.free_bytes
         if report.removed:
-            snap.on_disk = scan_models(self.root)
+            snap.on_disk = self.scan(self.root)
         self.metrics.free_disk_bytes.set(report.free_bytes or 0)
         self.metrics.low_disk.set(1 if report.low_disk else 0)
 

@@ -36,3 +36,4 @@ class Snapshot:
     free_bytes: int | None = None
     tfserving_reachable: bool = False
     restart_reason: str | None = None
+    volume_error: str | None = None

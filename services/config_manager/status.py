@@ -58,6 +58,14 @@ def _alarms(reconciler: Reconciler, snap: Snapshot) -> list[Alarm]:
                 severity="critical",
             )
         )
+    if snap.volume_error:
+        alarms.append(
+            Alarm(
+                kind="volume-unreadable",
+                message=f"{snap.volume_error}; models.config and tfserving are left as they are",
+                severity="critical",
+            )
+        )
     if snap.desired_error and snap.targets is not None:
         alarms.append(Alarm(kind="desired-unreadable", message=snap.desired_error))
     if snap.gc.low_disk:
@@ -104,6 +112,7 @@ def build_status(reconciler: Reconciler, *, hostname: str, software_version: str
             "last_reload_result": snap.last_reload_result,
             "reloads": snap.reloads,
             "restart_detected": snap.restart_reason,
+            "volume_error": snap.volume_error,
             "free_bytes": snap.free_bytes,
             "low_disk": snap.gc.low_disk,
             "low_disk_free_bytes": reconciler.settings.low_disk_free_bytes,

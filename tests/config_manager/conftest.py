@@ -18,7 +18,7 @@ from services.common.contracts.local import desired_path, manifest_path
 from services.common.errors import TFServingError
 from services.common.tfs import TFServingClient
 from services.config_manager.live import GRPC_OPTIONS, LiveView
-from services.config_manager.localdisk import free_bytes, prepare_volume
+from services.config_manager.localdisk import free_bytes, prepare_volume, scan_models
 from services.config_manager.metrics import Metrics
 from services.config_manager.reconciler import Reconciler
 from services.config_manager.settings import Settings
@@ -63,13 +63,17 @@ class Node:
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]
 
-    def reconciler(self, **overrides: object) -> Reconciler:
+    def reconciler(
+        self, *, scan: Callable[[Path], dict[str, frozenset[int]]] | None = None, **overrides: object
+    ) -> Reconciler:
         settings = self.settings(**overrides)
         client = TFServingClient(self.target, options=GRPC_OPTIONS)
         live = LiveView(
             client, status_timeout=settings.status_timeout_seconds, reload_timeout=settings.reload_timeout_seconds
         )
-        reconciler = Reconciler(settings, live, Metrics(), free_space=lambda p: self.free_space(p))
+        reconciler = Reconciler(
+            settings, live, Metrics(), free_space=lambda p: self.free_space(p), scan=scan or scan_models
+        )
         reconciler.prepare()
         self.reconcilers.append(reconciler)
         return reconciler
