@@ -94,7 +94,8 @@ class Reconciler(PeriodicWorker):
                 await asyncio.sleep(cooling)
                 await self._steps()
             if self.settings.gc_enabled:
-                self.collect_garbage()
+                # rmtree of whole versions (gigabytes) must not stall health and status.
+                await asyncio.to_thread(self.collect_garbage)
         except TFServingUnreachable:
             self._reapply = True
             self.snapshot.tfserving_reachable = False
@@ -121,9 +122,10 @@ class Reconciler(PeriodicWorker):
 
     async def step(self) -> bool:
         """Plan and apply once; True when the config changed (another step may follow)."""
-        reading = self.desired.read()
+        # Disk I/O runs off the event loop (health and status answer while a slow volume is read).
+        reading = await asyncio.to_thread(self.desired.read)
         targets = _valid_targets(reading.document.models) if reading.document else None
-        on_disk = self.scan(self.root)
+        on_disk = await asyncio.to_thread(self.scan, self.root)
         current = self.applied if self.applied is not None else self.config.entries_at_start()
         names = set(targets or {}) | {entry.name for entry in current}
         live = await self.live.statuses(names)
@@ -131,9 +133,9 @@ class Reconciler(PeriodicWorker):
         restart = self._detect_restart(current, live)
         if restart:
             force = True
-        fingerprints = {m: {v: self.manifests.fingerprint(m, v) for v in on_disk.get(m, ())} for m in names}
-        self._record_failures(current, live, fingerprints)
-        self.failed.prune(on_disk, fingerprints)
+        fingerprints = await asyncio.to_thread(self._fingerprints, names, on_disk)
+        await asyncio.to_thread(self._record_failures, current, live, fingerprints)
+        await asyncio.to_thread(self.failed.prune, on_disk, fingerprints)
         self.capacity.release(_loaded(live), fingerprints)
         self.capacity.prune(on_disk)
         for m in sorted(names):
@@ -162,7 +164,7 @@ class Reconciler(PeriodicWorker):
         )
         entries, problems = safe_entries(plans, current_by_name)
         text = render_config(entries)
-        self.config.write(text)
+        await asyncio.to_thread(self.config.write, text)
         changed = force or entries != self.applied
         snap = replace(
             self.snapshot,
@@ -186,6 +188,10 @@ class Reconciler(PeriodicWorker):
             await self._apply(entries, current, live, force=force)
         self._update_gauges()
         return changed
+
+    def _fingerprints(self, names: set[str], on_disk: dict[str, frozenset[int]]) -> dict[str, dict[int, str | None]]:
+        """Manifest fingerprint of every version on disk of ``names`` (reads manifests: run off the loop)."""
+        return {m: {v: self.manifests.fingerprint(m, v) for v in on_disk.get(m, ())} for m in names}
 
     def _detect_restart(self, current: Sequence[ModelEntry], live: Statuses) -> str | None:
         reason: str | None = None
