@@ -55,6 +55,26 @@ class ConfigFile:
         self.written_text = text
 
 
+def known_good(entries: Sequence[ModelEntry], available: Mapping[str, frozenset[int]]) -> list[ModelEntry]:
+    """What models.config on disk may say: only versions AVAILABLE now, labels only on those.
+
+    TF Serving loads the file on every restart (crash, OOM, reboot, ``docker service update``), so the
+    file names only what served: a candidate reaches tfserving through HandleReloadConfigRequest and
+    enters the file once it is AVAILABLE. A version that never loaded can never crash-loop a node.
+    A hand-written ``latest`` entry (no versions) is kept as it is.
+    """
+    good: list[ModelEntry] = []
+    for entry in entries:
+        if not entry.versions:
+            good.append(entry)
+            continue
+        versions = tuple(v for v in entry.versions if v in available.get(entry.name, frozenset()))
+        if versions:
+            labels = {label: v for label, v in entry.labels.items() if v in versions}
+            good.append(ModelEntry(entry.name, entry.base_path, versions, labels, entry.platform))
+    return good
+
+
 def safe_entries(
     plans: Sequence[ModelPlan], current: Mapping[str, ModelEntry]
 ) -> tuple[list[ModelEntry], dict[str, list[str]]]:

@@ -20,7 +20,7 @@ from services.common.errors import TFServingError, VolumeUnreadable
 from services.common.tfs import ModelEntry, VersionState, VersionStatus, render_config
 from services.common.worker import PeriodicWorker
 from services.config_manager.capacity import RESOURCE_EXHAUSTED, CapacityWaits
-from services.config_manager.configfile import ConfigFile, config_hash, safe_entries
+from services.config_manager.configfile import ConfigFile, config_hash, known_good, safe_entries
 from services.config_manager.gc import GarbageCollector, plan_gc
 from services.config_manager.live import LiveView, Statuses, TFServingUnreachable
 from services.config_manager.loads import LoadTracker
@@ -38,6 +38,9 @@ from services.config_manager.settings import Settings
 from services.config_manager.snapshot import Snapshot
 
 logger = logging.getLogger(__name__)
+
+#: tfserving restarts while a version was loading before that version is recorded failed.
+DEATHS_BEFORE_FAILED = 2
 
 
 class Reconciler(PeriodicWorker):
@@ -77,6 +80,12 @@ class Reconciler(PeriodicWorker):
         self.applied: list[ModelEntry] | None = None
         self.config = ConfigFile(self.config_file, metrics)
         self._reapply = True  # first contact, and after tfserving was unreachable: apply and verify again
+        #: The known-good entries last written to models.config (what a restarted tfserving loads).
+        self._file_entries: list[ModelEntry] = []
+        #: What tfserving's own config holds now, when it differs from ``applied`` (after a restart).
+        self._server_config: list[ModelEntry] | None = None
+        #: Candidates (model, version) during whose load tfserving died, and how often.
+        self._deaths: dict[tuple[str, int], int] = {}
 
     def prepare(self) -> None:
         """Create the volume's ``.fleet/`` and a first models.config; read failed.json."""
@@ -130,13 +139,20 @@ class Reconciler(PeriodicWorker):
         names = set(targets or {}) | {entry.name for entry in current}
         live = await self.live.statuses(names)
         force = self._reapply
+        previous_live = self.snapshot.live
+        loaded_now = _loaded(live)
+        self._deaths = {key: n for key, n in self._deaths.items() if key not in loaded_now}
         restart = self._detect_restart(current, live)
-        if restart:
-            force = True
         fingerprints = await asyncio.to_thread(self._fingerprints, names, on_disk)
+        lost = _lost_candidates(current, previous_live, live)
+        if restart or (self._reapply and lost):
+            force = True
+            # tfserving came back from the known-good file: the candidates it was loading re-apply once.
+            self._server_config = [e for e in self._file_entries if e.name in {c.name for c in current}]
+            await asyncio.to_thread(self._count_deaths, lost, fingerprints)
         await asyncio.to_thread(self._record_failures, current, live, fingerprints)
         await asyncio.to_thread(self.failed.prune, on_disk, fingerprints)
-        self.capacity.release(_loaded(live), fingerprints)
+        self.capacity.release(loaded_now, fingerprints)
         self.capacity.prune(on_disk)
         for m in sorted(names):
             await self.live.read_disk_signatures(m, self.root / m, on_disk.get(m, frozenset()), fingerprints[m])
@@ -163,8 +179,7 @@ class Reconciler(PeriodicWorker):
             for m in names
         )
         entries, problems = safe_entries(plans, current_by_name)
-        text = render_config(entries)
-        await asyncio.to_thread(self.config.write, text)
+        text = await self._write_known_good(entries, live)
         changed = force or entries != self.applied
         snap = replace(
             self.snapshot,
@@ -186,8 +201,48 @@ class Reconciler(PeriodicWorker):
         self.metrics.tfserving_up.set(1)
         if changed:
             await self._apply(entries, current, live, force=force)
+            # Candidates that became AVAILABLE enter the file now, not at the next step.
+            self.snapshot.config_text = await self._write_known_good(entries, self.snapshot.live)
+            self.snapshot.config_hash = config_hash(self.snapshot.config_text)
         self._update_gauges()
         return changed
+
+    async def _write_known_good(self, entries: list[ModelEntry], live: Statuses) -> str:
+        """Write models.config with only the versions of ``entries`` AVAILABLE in ``live``; return its text."""
+        available = {name: available_versions(_states(statuses)) for name, statuses in live.items()}
+        good = known_good(entries, available)
+        text = render_config(good)
+        await asyncio.to_thread(self.config.write, text)
+        self._file_entries = good
+        return text
+
+    def _count_deaths(self, lost: set[tuple[str, int]], fingerprints: dict[str, dict[int, str | None]]) -> None:
+        """tfserving restarted: candidates it was still loading count a death; the second one bars them.
+
+        A version whose load kills the process (a crash in a custom op, an OOM kill) would otherwise be
+        re-applied after every restart and take the node down again and again.
+        """
+        for model, version in sorted(lost):
+            key = (model, version)
+            self._deaths[key] = self._deaths.get(key, 0) + 1
+            logger.warning(
+                "tfserving restarted while loading a version (%s time); it comes back from the known-good "
+                "models.config and the version is re-applied",
+                self._deaths[key],
+                extra={"model": model, "version": version},
+            )
+            if self._deaths[key] < DEATHS_BEFORE_FAILED:
+                continue
+            del self._deaths[key]
+            self.failed.record(
+                model=model,
+                version=version,
+                code="UNAVAILABLE",
+                message=f"server died while loading: tfserving restarted {DEATHS_BEFORE_FAILED} times while "
+                "this version was loading; not re-applied until its bytes change",
+                fingerprint=fingerprints.get(model, {}).get(version),
+            )
+            self.metrics.failed_loads.inc()
 
     def _fingerprints(self, names: set[str], on_disk: dict[str, frozenset[int]]) -> dict[str, dict[int, str | None]]:
         """Manifest fingerprint of every version on disk of ``names`` (reads manifests: run off the loop)."""
@@ -245,8 +300,10 @@ class Reconciler(PeriodicWorker):
         self, entries: list[ModelEntry], previous: Sequence[ModelEntry], live: Statuses, *, force: bool
     ) -> None:
         # TF Serving blocks a reload for names new *to its config*, not to GetModelStatus: a model
-        # that was retired and comes back is still listed (END) but loads as a new one.
-        known = {entry.name for entry in previous}
+        # that was retired and comes back is still listed (END) but loads as a new one. After a restart
+        # its config is the known-good file, which may lack models that only had candidates.
+        server_config = self._server_config if self._server_config is not None else previous
+        known = {entry.name for entry in server_config}
         adds = any(entry.name not in known for entry in entries)
         started = time.monotonic()
         try:
@@ -261,6 +318,7 @@ class Reconciler(PeriodicWorker):
         self.metrics.reloads.labels(result).inc()
         self.applied = list(entries)
         self._reapply = False
+        self._server_config = None
         self.tracker.configured(entries)
         changed = entries if force else [e for e in entries if e not in previous]
         latest = await self.live.wait_loaded(
@@ -324,6 +382,17 @@ def _states(statuses: Sequence[VersionStatus] | None) -> dict[int, VersionState]
     if statuses is None:
         return None
     return {s.version: s.state for s in statuses}
+
+
+def _lost_candidates(current: Sequence[ModelEntry], before: Statuses, now: Statuses) -> set[tuple[str, int]]:
+    """Versions of the applied config that were not AVAILABLE and that tfserving no longer lists: a
+    running server never forgets a version of its config, so it restarted (from the known-good file)."""
+    lost: set[tuple[str, int]] = set()
+    for entry in current:
+        loaded = available_versions(_states(before.get(entry.name)))
+        listed = {s.version for s in now.get(entry.name) or ()}
+        lost.update((entry.name, v) for v in entry.versions if v not in loaded and v not in listed)
+    return lost
 
 
 def _loaded(live: Statuses) -> frozenset[tuple[str, int]]:
