@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from services.common.tfs import TFServingClient, VersionState, parse_config
-from tests.faults.conftest import MODEL, converge, targets
+from tests.faults.conftest import MODEL, converge, fleet_options, targets
 from tests.support.faults import (
     FaultFleet,
     partial_version_problems,
@@ -22,6 +23,20 @@ from tests.support.savedmodels import write_model
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 BIG_PADDING = 128 << 20  # a download that takes long enough to be caught in the middle
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[FaultFleet]:
+    """The fault fleet with one download worker and small reads: a download slow enough to be caught
+    in the middle by polling the puller's status (eight workers finish 128 MB between two polls)."""
+    options = fleet_options()
+    options.extra_env = {"FLEET_DOWNLOAD_WORKERS": "1", "FLEET_DOWNLOAD_BUFFER_BYTES": str(64 * 1024)}
+    fleet = FaultFleet(tmp_path / "fleet", options)
+    try:
+        fleet.start()
+        yield fleet
+    finally:
+        fleet.stop()
 
 
 @pytest.fixture(scope="module")
@@ -79,13 +94,16 @@ def test_config_manager_killed_mid_reload(fleet: FaultFleet, model_versions: dic
     victim = fleet.nodes[0]
 
     def mid_reload() -> bool:
+        if not asyncio.run(_loading(victim.grpc_target, 2)):
+            return False
+        # models.config on disk stays known good: the candidate reached tfserving by RPC only.
         text = victim.config_file.read_text()
-        in_config = any(e.name == MODEL and 2 in e.versions for e in parse_config(text))
-        return in_config and asyncio.run(_loading(victim.grpc_target, 2))
+        assert not any(e.name == MODEL and 2 in e.versions for e in parse_config(text)), text
+        return True
 
     with PredictLoop(targets(fleet.nodes), MODEL) as loop:
         fleet.publish(MODEL, big_v2)  # big: TF Serving takes a while to load it
-        wait_for(mid_reload, timeout=120, interval=0.05, what="version 2 in models.config and still loading")
+        wait_for(mid_reload, timeout=120, interval=0.05, what="version 2 loading in tfserving")
         victim.config_manager.kill()
         victim.config_manager.start()
         victim.config_manager.wait_healthy(30)
