@@ -51,6 +51,28 @@ def _loaded(live: Mapping[int, VersionState] | None, version: int) -> bool:
     return state is not None and state != VersionState.END
 
 
+def merge_targets(
+    desired: Mapping[str, LocalModelTarget], intent: Mapping[str, LocalModelTarget]
+) -> dict[str, LocalModelTarget]:
+    """desired.json's targets widened by the puller's intent: a version either serves or keeps is kept.
+
+    A model is retired only if every document that names it retires it.
+    """
+    merged = dict(desired)
+    for name, wanted in intent.items():
+        now = merged.get(name)
+        if now is None:
+            merged[name] = wanted
+            continue
+        merged[name] = LocalModelTarget(
+            serve=sorted(set(now.serve) | set(wanted.serve)),
+            keep=sorted(set(now.keep) | set(wanted.keep)),
+            labels=now.labels,
+            enabled=now.enabled or wanted.enabled,
+        )
+    return merged
+
+
 def plan_gc(
     *,
     on_disk: Mapping[str, frozenset[int]],

@@ -106,8 +106,8 @@ class DesiredReading:
 class DesiredReader:
     """Reads desired.json; a missing or garbage file keeps the last good document and reports why."""
 
-    def __init__(self, local_root: Path) -> None:
-        self.path = desired_path(local_root)
+    def __init__(self, local_root: Path, *, path: Path | None = None) -> None:
+        self.path = path or desired_path(local_root)
         self.reading = DesiredReading()
 
     def read(self) -> DesiredReading:

@@ -16,12 +16,13 @@ from pathlib import Path
 
 from services.common.contracts import LocalModelTarget
 from services.common.contracts.base import is_valid_model_name, utcnow
+from services.common.contracts.local import desired_intent_path
 from services.common.errors import TFServingError, VolumeUnreadable
 from services.common.tfs import ModelEntry, VersionState, VersionStatus, render_config
 from services.common.worker import PeriodicWorker
 from services.config_manager.capacity import RESOURCE_EXHAUSTED, CapacityWaits
 from services.config_manager.configfile import ConfigFile, config_hash, known_good, safe_entries
-from services.config_manager.gc import GarbageCollector, plan_gc
+from services.config_manager.gc import GarbageCollector, merge_targets, plan_gc
 from services.config_manager.live import LiveView, Statuses, TFServingUnreachable
 from services.config_manager.loads import LoadTracker
 from services.config_manager.localdisk import (
@@ -66,6 +67,7 @@ class Reconciler(PeriodicWorker):
         self.live = live
         self.metrics = metrics
         self.desired = DesiredReader(self.root)
+        self.desired_intent = DesiredReader(self.root, path=desired_intent_path(self.root))
         self.manifests = ManifestCache(self.root)
         self.failed = FailedStore(self.root)
         self.tracker = LoadTracker(
@@ -341,21 +343,30 @@ class Reconciler(PeriodicWorker):
         )
 
     def collect_garbage(self) -> None:
-        """Remove what nobody serves, keeps or has loaded (see :mod:`services.config_manager.gc`)."""
+        """Remove what nobody serves, keeps or has loaded (see :mod:`services.config_manager.gc`).
+
+        The volume is scanned *before* the documents are read: the puller writes its intent
+        (desired.next.json) before it installs anything, so every version this scan sees is covered by
+        the intent read after it. No age or grace period decides safety.
+        """
         snap = self.snapshot
+        on_disk = self.scan(self.root)
         reading = self.desired.read()  # fresh: a newer desired.json may keep more
+        intent = self.desired_intent.read()
         if not snap.tfserving_reachable or reading.document is None or reading.error is not None:
             return
+        if intent.error is not None and intent.mtime_ns is not None:
+            return  # an intent that exists but cannot be read might keep anything: delete nothing
         served = {entry.name: frozenset(entry.versions) for entry in self.applied or []}
+        intended = intent.document.models if intent.document is not None and intent.mtime_ns else {}
+        targets = merge_targets(reading.document.models, intended)
         candidates = plan_gc(
-            on_disk=self.scan(self.root),
-            targets=reading.document.models,
+            on_disk=on_disk,
+            targets=targets,
             served=served,
             live={m: _states(statuses) for m, statuses in snap.live.items()},
             settled={m: plan.settled for m, plan in snap.plans.items()},
         )
-        min_age = self.settings.gc_min_age_seconds
-        candidates = [c for c in candidates if _age(self.root / c.model / str(c.version)) >= min_age]
         report = self.gc.run(candidates)
         for removed in report.removed:
             self.metrics.gc_removed.labels("low_disk" if removed.low_disk_only else "unused").inc()
@@ -411,10 +422,3 @@ def _valid_targets(models: dict[str, LocalModelTarget]) -> dict[str, LocalModelT
     for name in models.keys() - valid.keys():
         logger.error("desired.json names an invalid model %r; ignored", name, extra={"model": name})
     return valid
-
-
-def _age(path: Path) -> float:
-    try:
-        return time.time() - path.stat().st_ctime
-    except OSError:
-        return 0.0

@@ -44,6 +44,3 @@ class Settings(NodeSettings):
     gc_enabled: bool = True
     # Below this many free bytes on the model volume, kept-but-not-served versions are removed too.
     low_disk_free_bytes: int = Field(default=1 << 30, ge=0)
-    # GC leaves versions installed less than this long ago alone (a desired.json newer than the one
-    # this pass read may want them).
-    gc_min_age_seconds: float = Field(default=120.0, ge=0)

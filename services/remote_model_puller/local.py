@@ -23,7 +23,7 @@ from services.common.atomic import atomic_write_json, fsync_dir, remove_stale_te
 from services.common.completeness import canonical_version_name, parse_version
 from services.common.contracts import FailedDocument, LocalDesired, Manifest
 from services.common.contracts.base import is_valid_model_name
-from services.common.contracts.local import desired_path, failed_path, fleet_dir, manifest_path
+from services.common.contracts.local import desired_intent_path, desired_path, failed_path, fleet_dir, manifest_path
 from services.common.errors import Conflict
 from services.remote_model_puller.crc import to_gcs_base64
 
@@ -119,6 +119,10 @@ class LocalStore:
 
     def write_desired(self, desired: LocalDesired) -> None:
         atomic_write_json(desired_path(self.root), desired)
+
+    def write_desired_intent(self, desired: LocalDesired) -> None:
+        """Announce the desired.json this pass works toward, before anything is installed for it."""
+        atomic_write_json(desired_intent_path(self.root), desired)
 
     def verify_sizes(self, manifest: Manifest) -> str | None:
         """Cheap start-up check of an installed version against its manifest: every file, right size."""

@@ -161,8 +161,16 @@ class SyncWorker(PeriodicWorker):
         work = self._work(plan, targets)
         wanted = {(m, v) for m, v, _ in work}
         self.state.blocked = {k: why for k, why in self.state.blocked.items() if k in wanted}
+        desired = plan.desired(generation=self.state.document_generation, hostname=self.settings.hostname)
+        if work:
+            # GC on config_manager keeps what this intent serves or keeps: nothing installed below can
+            # look unused, however long the pass takes.
+            await asyncio.to_thread(self.store.write_desired_intent, desired)
         for model, version, replace in work:
             await self._fetch(scan.models[model].versions[version], replace=replace)
+            if version in plan.models[model].target.serve:
+                # A served version installed: let config_manager roll it in now, not at the end of the pass.
+                await asyncio.to_thread(self._write_desired, desired)
         if any(key in self.state.bad_downloads for key in wanted):
             # Bytes that failed verification are not "complete": re-resolve (e.g. keep serving the previous).
             plan = await self._plan(scan, document)

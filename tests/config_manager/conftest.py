@@ -55,7 +55,6 @@ class Node:
             "load_wait_seconds": 20.0,
             "status_poll_interval_seconds": 0.1,
             "load_start_grace_seconds": 3.0,
-            "gc_min_age_seconds": 0.0,
             "low_disk_free_bytes": 0,
             "status_timeout_seconds": 3.0,
             "reload_timeout_seconds": 10.0,

@@ -70,7 +70,6 @@ def api_settings(tmp_path: Path, *, grpc_target: str, **overrides: object) -> Se
         "master_url": f"http://127.0.0.1:{free_port()}",  # nobody listens: registration just retries
         "sync_interval_seconds": 300.0,
         "watch_interval_seconds": 0.2,
-        "gc_min_age_seconds": 0.0,
         "low_disk_free_bytes": 0,
         "register_interval_seconds": 1.0,
     }

@@ -8,7 +8,9 @@ from collections.abc import Callable
 
 import pytest
 
-from services.common.contracts.local import manifest_path
+from services.common.atomic import atomic_write_json
+from services.common.contracts import LocalDesired
+from services.common.contracts.local import desired_intent_path, manifest_path
 from services.common.tfs import TFServingClient, parse_config
 from services.config_manager.live import GRPC_OPTIONS
 from services.config_manager.localdisk import trash_dir
@@ -91,3 +93,23 @@ def _metrics(reconciler: object) -> bytes:
     from prometheus_client import generate_latest
 
     return generate_latest(reconciler.metrics.registry)  # type: ignore[attr-defined]
+
+
+async def test_a_version_installed_for_the_pullers_next_desired_json_is_never_collected(node: Node) -> None:
+    # The puller is in the middle of a long pass: v2 is installed for a desired.json it has not written
+    # yet. Its intent (desired.next.json, written before any install) keeps v2 however long that takes.
+    reconciler = node.reconciler()
+    node.add_version("m", 1)
+    node.desire(m=target([1]))
+    assert await reconciler.run_now(), reconciler.last_error
+    atomic_write_json(desired_intent_path(node.root), LocalDesired(models={"m": target([2])}))
+    node.add_version("m", 2)
+    for _ in range(3):
+        assert await reconciler.run_now(), reconciler.last_error
+        await asyncio.sleep(0.3)
+    assert (node.root / "m" / "2").is_dir()
+    assert [e.versions for e in parse_config(node.config_file.read_text())] == [(1,)]
+    # Without the intent nothing serves or keeps v2: it goes (what the intent prevented above).
+    desired_intent_path(node.root).unlink()
+    assert await reconciler.run_now(), reconciler.last_error
+    assert not (node.root / "m" / "2").exists()

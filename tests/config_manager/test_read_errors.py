@@ -117,7 +117,7 @@ _PASS_AS_SIDECAR = textwrap.dedent(
     root, config_file, target = sys.argv[1:4]
     settings = Settings(
         local_model_directory=root, tensorflow_serving_config_file=config_file,
-        tensorflow_serving_grpc_target=target, gc_min_age_seconds=0, low_disk_free_bytes=0,
+        tensorflow_serving_grpc_target=target, low_disk_free_bytes=0,
     )
     os.setgroups([])
     os.setgid(int(sys.argv[4]))

@@ -11,7 +11,7 @@ from pathlib import Path
 from google.cloud import storage
 
 from services.common.contracts import LocalDesired, Manifest
-from services.common.contracts.local import desired_path, manifest_path
+from services.common.contracts.local import desired_intent_path, desired_path, manifest_path
 from services.remote_model_puller.sync import SyncWorker
 from tests.remote_model_puller.conftest import MiB, tree, upload_version, write_fake_model
 from tests.remote_model_puller.proxy import gcs_proxy
@@ -194,3 +194,33 @@ async def test_version_with_many_more_objects_than_open_files_allowed(
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert tree(worker.settings.local_model_directory / "ranker" / "1") == tree(src)
+
+
+async def test_intent_names_every_version_before_it_installs_and_desired_follows_each_served_install(
+    tmp_path: Path, bucket: storage.Bucket, make_worker: Callable[..., SyncWorker]
+) -> None:
+    # config_manager's GC keeps what desired.next.json serves or keeps: it must exist before any install.
+    src = tmp_path / "src"
+    upload_version(bucket, write_fake_model(src, 1), "ranker", "1")
+    upload_version(bucket, write_fake_model(src, 3), "scorer", "3")
+    worker = make_worker()
+    local = worker.settings.local_model_directory
+    seen: list[tuple[str, int, list[int], list[int] | None]] = []
+    install = worker.store.install
+
+    def watched_install(staged: Path, model: str, version: int) -> None:
+        intent = LocalDesired.read(desired_intent_path(local))
+        desired = LocalDesired.read(desired_path(local)) if desired_path(local).exists() else None
+        target = desired.models.get(model) if desired else None
+        seen.append((model, version, intent.models[model].serve, target.serve if target else None))
+        install(staged, model, version)
+
+    worker.store.install = watched_install  # type: ignore[method-assign]
+    assert await worker.run_now(), worker.last_error
+    assert sorted((model, version) for model, version, _, _ in seen) == [("ranker", 1), ("scorer", 3)]
+    assert all(serve == [version] for _, version, serve, _ in seen)  # the intent named it before it landed
+    first, second = seen
+    assert first[3] is None  # no desired.json before the first install of a fresh node
+    assert second[3] == [second[1]]  # written right after the first served install, not at the end
+    desired = LocalDesired.read(desired_path(local))
+    assert desired.models == LocalDesired.read(desired_intent_path(local)).models

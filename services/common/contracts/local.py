@@ -28,6 +28,15 @@ def desired_path(local_root: Path) -> Path:
     return fleet_dir(local_root) / "desired.json"
 
 
+def desired_intent_path(local_root: Path) -> Path:
+    """The desired.json a puller pass is working toward, written before it installs anything.
+
+    config_manager's GC keeps every version this document or desired.json serves or keeps, so a
+    version installed for a desired.json not written yet is never taken for unused.
+    """
+    return fleet_dir(local_root) / "desired.next.json"
+
+
 def failed_path(local_root: Path) -> Path:
     return fleet_dir(local_root) / "failed.json"
 
