@@ -18,9 +18,9 @@ from services.common.contracts import LocalModelTarget
 from services.common.contracts.base import is_valid_model_name, utcnow
 from services.common.contracts.local import desired_intent_path
 from services.common.errors import TFServingError, VolumeUnreadable
-from services.common.tfs import ModelEntry, VersionState, VersionStatus, render_config
+from services.common.tfs import ModelEntry, render_config
 from services.common.worker import PeriodicWorker
-from services.config_manager.capacity import RESOURCE_EXHAUSTED, CapacityWaits
+from services.config_manager.capacity import CapacityWaits
 from services.config_manager.configfile import ConfigFile, config_hash, known_good, safe_entries
 from services.config_manager.gc import GarbageCollector, merge_targets, plan_gc
 from services.config_manager.live import LiveView, Statuses, TFServingUnreachable
@@ -37,11 +37,9 @@ from services.config_manager.metrics import Metrics
 from services.config_manager.planner import ModelObservation, available_versions, plan_config
 from services.config_manager.settings import Settings
 from services.config_manager.snapshot import Snapshot
+from services.config_manager.verdicts import Verdicts, loaded_versions, lost_candidates, states
 
 logger = logging.getLogger(__name__)
-
-#: tfserving restarts while a version was loading before that version is recorded failed.
-DEATHS_BEFORE_FAILED = 2
 
 
 class Reconciler(PeriodicWorker):
@@ -77,6 +75,9 @@ class Reconciler(PeriodicWorker):
             clock=clock,
         )
         self.capacity = CapacityWaits(retry_seconds=settings.capacity_retry_seconds, clock=clock)
+        self.verdicts = Verdicts(
+            root=self.root, tracker=self.tracker, failed=self.failed, capacity=self.capacity, metrics=metrics
+        )
         self.gc = GarbageCollector(self.root, low_disk_free_bytes=settings.low_disk_free_bytes, free_bytes=free_space)
         self.snapshot = Snapshot()
         self.applied: list[ModelEntry] | None = None
@@ -86,8 +87,6 @@ class Reconciler(PeriodicWorker):
         self._file_entries: list[ModelEntry] = []
         #: What tfserving's own config holds now, when it differs from ``applied`` (after a restart).
         self._server_config: list[ModelEntry] | None = None
-        #: Candidates (model, version) during whose load tfserving died, and how often.
-        self._deaths: dict[tuple[str, int], int] = {}
 
     def prepare(self) -> None:
         """Create the volume's ``.fleet/`` and a first models.config; read failed.json."""
@@ -142,24 +141,22 @@ class Reconciler(PeriodicWorker):
         live = await self.live.statuses(names)
         force = self._reapply
         previous_live = self.snapshot.live
-        loaded_now = _loaded(live)
-        self._deaths = {key: n for key, n in self._deaths.items() if key not in loaded_now}
         restart = self._detect_restart(current, live)
         fingerprints = await asyncio.to_thread(self._fingerprints, names, on_disk)
-        lost = _lost_candidates(current, previous_live, live)
+        lost = lost_candidates(current, previous_live, live)
         if restart or (self._reapply and lost):
             force = True
             # tfserving came back from the known-good file: the candidates it was loading re-apply once.
             self._server_config = [e for e in self._file_entries if e.name in {c.name for c in current}]
-            await asyncio.to_thread(self._count_deaths, lost, fingerprints)
-        await asyncio.to_thread(self._record_failures, current, live, fingerprints)
+            await asyncio.to_thread(self.verdicts.count_deaths, lost, fingerprints)
+        await asyncio.to_thread(self.verdicts.judge_loads, current, live, fingerprints)
         await asyncio.to_thread(self.failed.prune, on_disk, fingerprints)
-        self.capacity.release(loaded_now, fingerprints)
+        self.capacity.release(loaded_versions(live), fingerprints)
         self.capacity.prune(on_disk)
         for m in sorted(names):
             await self.live.read_disk_signatures(m, self.root / m, on_disk.get(m, frozenset()), fingerprints[m])
         for entry in current:
-            loaded = available_versions(_states(live.get(entry.name))) & on_disk.get(entry.name, frozenset())
+            loaded = available_versions(states(live.get(entry.name))) & on_disk.get(entry.name, frozenset())
             await self.live.read_signatures(entry.name, loaded, fingerprints[entry.name])
         self.live.forget_signatures(on_disk)
         current_by_name = {entry.name: entry for entry in current}
@@ -173,7 +170,7 @@ class Reconciler(PeriodicWorker):
                 on_disk=on_disk.get(m, frozenset()),
                 # A version waiting for memory stays out of the config like a failed one (old keeps serving).
                 failed={**{v: w.reason for v, w in capacity[m].items()}, **failed[m]},
-                live=_states(live.get(m)),
+                live=states(live.get(m)),
                 current=current_by_name.get(m),
                 signatures=self.live.cached_signatures(m, fingerprints[m]),
                 cooling=self.tracker.cooling(m),
@@ -211,40 +208,12 @@ class Reconciler(PeriodicWorker):
 
     async def _write_known_good(self, entries: list[ModelEntry], live: Statuses) -> str:
         """Write models.config with only the versions of ``entries`` AVAILABLE in ``live``; return its text."""
-        available = {name: available_versions(_states(statuses)) for name, statuses in live.items()}
+        available = {name: available_versions(states(statuses)) for name, statuses in live.items()}
         good = known_good(entries, available)
         text = render_config(good)
         await asyncio.to_thread(self.config.write, text)
         self._file_entries = good
         return text
-
-    def _count_deaths(self, lost: set[tuple[str, int]], fingerprints: dict[str, dict[int, str | None]]) -> None:
-        """tfserving restarted: candidates it was still loading count a death; the second one bars them.
-
-        A version whose load kills the process (a crash in a custom op, an OOM kill) would otherwise be
-        re-applied after every restart and take the node down again and again.
-        """
-        for model, version in sorted(lost):
-            key = (model, version)
-            self._deaths[key] = self._deaths.get(key, 0) + 1
-            logger.warning(
-                "tfserving restarted while loading a version (%s time); it comes back from the known-good "
-                "models.config and the version is re-applied",
-                self._deaths[key],
-                extra={"model": model, "version": version},
-            )
-            if self._deaths[key] < DEATHS_BEFORE_FAILED:
-                continue
-            del self._deaths[key]
-            self.failed.record(
-                model=model,
-                version=version,
-                code="UNAVAILABLE",
-                message=f"server died while loading: tfserving restarted {DEATHS_BEFORE_FAILED} times while "
-                "this version was loading; not re-applied until its bytes change",
-                fingerprint=fingerprints.get(model, {}).get(version),
-            )
-            self.metrics.failed_loads.inc()
 
     def _fingerprints(self, names: set[str], on_disk: dict[str, frozenset[int]]) -> dict[str, dict[int, str | None]]:
         """Manifest fingerprint of every version on disk of ``names`` (reads manifests: run off the loop)."""
@@ -261,42 +230,6 @@ class Reconciler(PeriodicWorker):
         for name, statuses in live.items():
             self.tracker.observe(name, statuses)
         return reason
-
-    def _record_failures(
-        self, current: Sequence[ModelEntry], live: Statuses, fingerprints: dict[str, dict[int, str | None]]
-    ) -> None:
-        for entry in current:
-            for failure in self.tracker.failures(entry.name, live.get(entry.name), entry.versions):
-                fingerprint = fingerprints.get(entry.name, {}).get(failure.version)
-                if self.failed.failed_versions(entry.name, {failure.version: fingerprint}):
-                    continue
-                if failure.code == RESOURCE_EXHAUSTED:
-                    # Out of memory is not bad bytes: wait for memory, do not bar the version.
-                    if failure.version not in self.capacity.waiting(entry.name):
-                        self.capacity.record(
-                            model=failure.model,
-                            version=failure.version,
-                            message=failure.message,
-                            version_dir=self.root / failure.model / str(failure.version),
-                            fingerprint=fingerprint,
-                            loaded_now=_loaded(live),
-                        )
-                        self.metrics.capacity_failures.inc()
-                    continue
-                logger.error(
-                    "version failed to load, dropping it from models.config: %s: %s",
-                    failure.code,
-                    failure.message,
-                    extra={"model": failure.model, "version": failure.version, "code": failure.code},
-                )
-                self.failed.record(
-                    model=failure.model,
-                    version=failure.version,
-                    code=failure.code,
-                    message=failure.message,
-                    fingerprint=fingerprint,
-                )
-                self.metrics.failed_loads.inc()
 
     async def _apply(
         self, entries: list[ModelEntry], previous: Sequence[ModelEntry], live: Statuses, *, force: bool
@@ -364,7 +297,7 @@ class Reconciler(PeriodicWorker):
             on_disk=on_disk,
             targets=targets,
             served=served,
-            live={m: _states(statuses) for m, statuses in snap.live.items()},
+            live={m: states(statuses) for m, statuses in snap.live.items()},
             settled={m: plan.settled for m, plan in snap.plans.items()},
         )
         report = self.gc.run(candidates)
@@ -381,39 +314,12 @@ class Reconciler(PeriodicWorker):
         snap = self.snapshot
         entries = self.applied or []
         in_config = sum(len(e.versions) for e in entries)
-        available = sum(len(available_versions(_states(snap.live.get(e.name))) & set(e.versions)) for e in entries)
+        available = sum(len(available_versions(states(snap.live.get(e.name))) & set(e.versions)) for e in entries)
         self.metrics.versions_in_config.set(in_config)
         self.metrics.versions_available.set(available)
         self.metrics.failed_versions.set(sum(len(f) for f in snap.failed.values()))
         self.metrics.held_changes.set(sum(len(p.held) for p in snap.plans.values()))
         self.metrics.capacity_waiting.set(len(self.capacity))
-
-
-def _states(statuses: Sequence[VersionStatus] | None) -> dict[int, VersionState] | None:
-    if statuses is None:
-        return None
-    return {s.version: s.state for s in statuses}
-
-
-def _lost_candidates(current: Sequence[ModelEntry], before: Statuses, now: Statuses) -> set[tuple[str, int]]:
-    """Versions of the applied config that were not AVAILABLE and that tfserving no longer lists: a
-    running server never forgets a version of its config, so it restarted (from the known-good file)."""
-    lost: set[tuple[str, int]] = set()
-    for entry in current:
-        loaded = available_versions(_states(before.get(entry.name)))
-        listed = {s.version for s in now.get(entry.name) or ()}
-        lost.update((entry.name, v) for v in entry.versions if v not in loaded and v not in listed)
-    return lost
-
-
-def _loaded(live: Statuses) -> frozenset[tuple[str, int]]:
-    """Every (model, version) tfserving reports AVAILABLE."""
-    return frozenset(
-        (model, s.version)
-        for model, statuses in live.items()
-        for s in statuses or ()
-        if s.state == VersionState.AVAILABLE
-    )
 
 
 def _valid_targets(models: dict[str, LocalModelTarget]) -> dict[str, LocalModelTarget]:
