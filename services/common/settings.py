@@ -6,12 +6,15 @@ settings all start with ``FLEET_``. Every setting has a default that runs the lo
 
 from __future__ import annotations
 
+import logging
 import socket
 from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+logger = logging.getLogger(__name__)
 
 
 class FleetSettings(BaseSettings):
@@ -32,6 +35,13 @@ class FleetSettings(BaseSettings):
     log_level: str = "INFO"
     http_timeout_seconds: float = Field(default=5.0, gt=0)
     register_interval_seconds: float = Field(default=15.0, gt=0)
+    # /healthz (services/common/health.py): a worker whose last pass ended longer ago than
+    # max(k * its period, floor) is stale; a pass with no progress for max(k * period, stuck floor) is
+    # stuck. k = health_missed_passes. The state dir's write probe is reused this long.
+    health_missed_passes: float = Field(default=3.0, ge=1)
+    health_min_stale_seconds: float = Field(default=60.0, gt=0)
+    health_stuck_seconds: float = Field(default=600.0, gt=0)
+    health_probe_cache_seconds: float = Field(default=5.0, ge=0)
 
     @field_validator("master_url")
     @classmethod
@@ -124,3 +134,11 @@ def read_token_file(path: Path | None) -> str | None:
     if not token:
         raise ValueError(f"token file {path} is empty")
     return token
+
+
+def prepare_state_dir(path: Path) -> None:
+    """Create ``FLEET_STATE_DIR`` when missing; a failure is logged, and ``/healthz`` reports it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        logger.error("cannot create the state dir %s: %s", path, exc)

@@ -3,6 +3,10 @@
 The base logs and counts failures, backs off after errors, stops cleanly on shutdown and accepts
 external "run now" triggers (optionally naming what to look at, e.g. one model), so a sync loop can be
 driven by a timer, an API call or, later, a bucket notification.
+
+It also keeps the monotonic timestamps the health checks read (:mod:`services.common.health`): when
+the loop started, when the current pass started, when the last pass finished (successfully or not)
+and when the pass in progress last reported progress (:meth:`PeriodicWorker.note_progress`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,11 @@ class PeriodicWorker(ABC):
         self.last_success_at: float | None = None
         self.last_run_at: float | None = None
         self.running = False
+        #: Monotonic seconds: loop start, current pass start, last pass end (any outcome), last progress.
+        self.loop_started_at: float | None = None
+        self.pass_started_at: float | None = None
+        self.pass_finished_at: float | None = None
+        self._progress_at: float | None = None
         self._wake = asyncio.Event()
         self._pending: set[str] = set()
         self._full_pending = False
@@ -42,6 +51,29 @@ class PeriodicWorker(ABC):
     @abstractmethod
     async def run_once(self, targets: frozenset[str] | None = None) -> None:
         """Do one pass. ``targets`` names what triggered it (e.g. models); None means everything."""
+
+    def note_progress(self) -> None:
+        """Record that the pass in progress is still moving (a step done, bytes arrived); a long pass
+        that calls this is slow, not stuck. Safe to call from worker threads (one float store)."""
+        self._progress_at = time.monotonic()
+
+    def progress_at(self) -> float | None:
+        """Monotonic time of the latest sign of life of the current pass (its start at the least)."""
+        return self._progress_at
+
+    @property
+    def started(self) -> bool:
+        """The loop was started (and not stopped since)."""
+        return self._task is not None
+
+    @property
+    def loop_alive(self) -> bool:
+        """The loop task exists and has not ended (it ends only on stop, or by a bug)."""
+        return self._task is not None and not self._task.done()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     def trigger(self, target: str | None = None) -> None:
         """Ask for a pass as soon as possible; ``target`` narrows it (None = a full pass)."""
@@ -55,6 +87,7 @@ class PeriodicWorker(ABC):
         """Start the loop as a task owned by this worker (awaited in :meth:`stop`)."""
         if self._task is None:
             self._stopping = False
+            self.loop_started_at = time.monotonic()
             self._task = asyncio.create_task(self._loop(), name=f"worker:{self.name}")
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -63,6 +96,10 @@ class PeriodicWorker(ABC):
         self._wake.set()
         task, self._task = self._task, None
         if task is None:
+            return
+        if task.done():  # the loop ended by itself (a bug: /healthz showed "worker loop ended")
+            if not task.cancelled() and task.exception() is not None:
+                logger.error("%s loop had ended: %r", self.name, task.exception())
             return
         try:
             await asyncio.wait_for(asyncio.shield(task), grace)
@@ -84,7 +121,7 @@ class PeriodicWorker(ABC):
     async def _run_pass(self, targets: frozenset[str] | None) -> bool:
         self.running = True
         self.last_run_at = time.time()
-        started = time.monotonic()
+        started = self.pass_started_at = self._progress_at = time.monotonic()
         try:
             await self.run_once(targets)
         except asyncio.CancelledError:
@@ -105,6 +142,7 @@ class PeriodicWorker(ABC):
             return True
         finally:
             self.runs += 1
+            self.pass_finished_at = time.monotonic()
             self.running = False
 
     async def _loop(self) -> None:

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.common.errors import Unavailable
+from services.common.health import Health, health_response
 from services.config_manager.configfile import config_hash
 from services.config_manager.reconciler import Reconciler
 from services.config_manager.status import build_status, is_ready
@@ -25,9 +26,11 @@ ReconcilerDep = Annotated[Reconciler, Depends(get_reconciler)]
 
 
 @router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    """The process is alive (never depends on tfserving)."""
-    return {"status": "ok"}
+async def healthz(request: Request) -> JSONResponse:
+    """Alive and making progress: reconcile, watch and registration loops, state dir writable.
+    Never depends on tfserving: a pass that fails because tfserving is down still counts."""
+    health: Health = request.app.state.health
+    return health_response(await health.run())
 
 
 @router.get("/readyz")

@@ -10,9 +10,11 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI
 
+from services.common.health import node_health
 from services.common.http import make_async_client, require_token
 from services.common.problems import install_problem_handlers
 from services.common.registration import Registrar, software_version
+from services.common.settings import prepare_state_dir
 from services.common.tfs import TFServingClient
 from services.config_manager import SERVICE_NAME
 from services.config_manager.api import protected_router, router
@@ -49,6 +51,8 @@ def create_app(
             if client is None:
                 stack.push_async_callback(tfs_client.close)
             reconciler.prepare()
+            prepare_state_dir(settings.state_dir)
+            registrar: Registrar | None = None
             if start_workers:
                 reconciler.start()
                 stack.push_async_callback(reconciler.stop)
@@ -62,6 +66,9 @@ def create_app(
                 app.state.registrar = registrar
                 registrar.start()
                 stack.push_async_callback(registrar.stop)
+            app.state.health = node_health(
+                settings, {"reconcile": reconciler, "watch": watcher, "registration": registrar}
+            )
             logger.info(
                 "config_manager started",
                 extra={"config_file": str(settings.tensorflow_serving_config_file), "tfserving": tfs_client.target},

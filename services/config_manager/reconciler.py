@@ -127,7 +127,9 @@ class Reconciler(PeriodicWorker):
 
     async def _steps(self) -> None:
         for _ in range(self.settings.max_steps_per_pass):
-            if not await self.step():
+            changed = await self.step()
+            self.note_progress()  # a pass of several reloads is slow, not stuck (/healthz)
+            if not changed:
                 break
 
     async def step(self) -> bool:

@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from google.cloud import storage
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.common import gcs
+from services.common.health import Check, Health, HealthBounds, WritableDir, health_response
 from services.common.http import require_token
 from services.common.problems import install_problem_handlers, problem_response
 from services.master.api import ROUTE_ERRORS, SECURED, allowed_methods, make_router
@@ -82,6 +84,7 @@ def create_app(
                 metrics=metrics,
             )
             app.state.fleet = fleet
+            app.state.health = master_health(settings, poller, registry)
             collector = FleetCollector(fleet.view)
             metrics_registry.register(collector)
             stack.callback(metrics_registry.unregister, collector)
@@ -110,10 +113,17 @@ def create_app(
     app.include_router(app.state.api_router)
     started = time.time()
 
-    @app.get("/healthz", tags=["meta"])
-    async def healthz() -> dict[str, object]:
-        """Liveness: master answers (it never depends on nodes or the bucket)."""
-        return {"status": "ok", "uptime_seconds": round(time.time() - started, 1)}
+    @app.get(
+        "/healthz",
+        tags=["meta"],
+        response_class=JSONResponse,
+        responses={503: {"description": "unhealthy: problem+json naming the failed checks"}},
+    )
+    async def healthz(request: Request) -> JSONResponse:
+        """Alive and making progress: the poller finishes rounds and the registry can be persisted.
+        Never depends on nodes or the bucket (a round whose polls all fail still counts)."""
+        health: Health = request.app.state.health
+        return health_response(await health.run(), extra={"uptime_seconds": round(time.time() - started, 1)})
 
     @app.get("/metrics", tags=["meta"], response_class=Response)
     async def metrics_endpoint() -> Response:
@@ -123,6 +133,23 @@ def create_app(
     install_openapi(app, errors=ROUTE_ERRORS, secured=SECURED)
     app.add_exception_handler(405, method_not_allowed)
     return app
+
+
+def master_health(settings: Settings, poller: Poller, registry: Registry) -> Health:
+    """master's checks: the poller finishes rounds; the registry can be persisted (state dir writable,
+    last save good)."""
+    health = Health(HealthBounds.from_settings(settings))
+    health.add_worker("poller", poller)
+    state_dir = WritableDir(settings.state_dir, cache_seconds=settings.health_probe_cache_seconds)
+
+    async def registry_persistence() -> Check:
+        if registry.save_error is not None:
+            return Check(False, f"last registry save failed: {registry.save_error}")
+        writable = await state_dir.check()
+        return Check(writable.ok, f"{registry.path}: last save ok; {writable.detail}")
+
+    health.add("registry", registry_persistence)
+    return health
 
 
 async def method_not_allowed(request: Request, exc: Exception) -> Response:

@@ -59,6 +59,8 @@ class Registry:
         self._version = 0
         self._saved_version = 0
         self._lock = asyncio.Lock()
+        #: The last save's failure (None after a good one): master's /healthz turns red on it.
+        self.save_error: str | None = None
 
     def load(self) -> int:
         """Read ``registry.json`` (a missing or unreadable file starts an empty registry); returns the count."""
@@ -150,5 +152,10 @@ class Registry:
                 return
             version = self._version
             document = RegistryDocument(sidecars=self.sidecars(), written_at=datetime.now(UTC))
-            await asyncio.to_thread(atomic_write_json, self.path, document)
+            try:
+                await asyncio.to_thread(atomic_write_json, self.path, document)
+            except OSError as exc:
+                self.save_error = f"{type(exc).__name__}: {exc}"
+                raise
             self._saved_version = version
+            self.save_error = None

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.common.contracts import validate_model_name
 from services.common.errors import Unavailable
+from services.common.health import health_response
 from services.common.http import require_token
 from services.remote_model_puller.runtime import Runtime
 from services.remote_model_puller.status import build_status
@@ -28,8 +29,9 @@ def make_router(token: str | None) -> APIRouter:
     router = APIRouter()
 
     @router.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz(runtime: RuntimeDep) -> JSONResponse:
+        """Alive and making progress: sync and registration loops, state dir writable (never the bucket)."""
+        return health_response(await runtime.health.run())
 
     @router.get("/readyz")
     async def readyz(runtime: RuntimeDep) -> dict[str, Any]:

@@ -11,9 +11,11 @@ from fastapi import FastAPI
 from google.cloud import storage
 
 from services.common.gcs import close_client, make_client
+from services.common.health import node_health
 from services.common.http import make_async_client
 from services.common.problems import install_problem_handlers
 from services.common.registration import Registrar
+from services.common.settings import prepare_state_dir
 from services.remote_model_puller.api import make_router
 from services.remote_model_puller.download import Downloader, EngineOptions, HeaderSource
 from services.remote_model_puller.local import LocalStore
@@ -94,7 +96,9 @@ def create_app(
                 http = await stack.enter_async_context(make_async_client(timeout=settings.http_timeout_seconds))
             worker = SyncWorker(settings, client=client, downloader=downloader, store=store, metrics=metrics)
             registrar = Registrar(settings, "puller", http)
-            app.state.runtime = Runtime(worker=worker, store=store, metrics=metrics, registrar=registrar)
+            prepare_state_dir(settings.state_dir)
+            health = node_health(settings, {"sync": worker, "registration": registrar})
+            app.state.runtime = Runtime(worker=worker, store=store, metrics=metrics, health=health, registrar=registrar)
             if start_workers:
                 worker.start()
                 stack.push_async_callback(worker.stop)

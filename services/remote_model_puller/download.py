@@ -56,11 +56,14 @@ class Progress:
     bytes_total: int
     bytes_done: int = 0
     started_at: float = field(default_factory=time.time)
+    #: Monotonic time bytes last arrived: a long download that moves is slow, not stuck (/healthz).
+    moved_at: float = field(default_factory=time.monotonic)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, count: int) -> None:
         with self._lock:
             self.bytes_done += count
+            self.moved_at = time.monotonic()
 
     def rate(self) -> float:
         """Average bytes per second since the start."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.common.health import Health
 from services.common.registration import Registrar
 from services.remote_model_puller.local import LocalStore
 from services.remote_model_puller.metrics import PullerMetrics
@@ -15,6 +16,7 @@ class Runtime:
     worker: SyncWorker
     store: LocalStore
     metrics: PullerMetrics
+    health: Health
     registrar: Registrar | None = None
 
     def readiness(self) -> tuple[bool, str]:

@@ -107,6 +107,12 @@ class SyncWorker(PeriodicWorker):
         self.cancel.set()
         await super().stop(grace)
 
+    def progress_at(self) -> float | None:
+        """The pass's start or last step, or the last bytes any download of it received."""
+        moved = [p.moved_at for p in self.state.downloads.values()]
+        base = super().progress_at()
+        return max([*moved, base]) if base is not None else None
+
     async def run_once(self, targets: frozenset[str] | None = None) -> None:
         started = time.monotonic()
         try:

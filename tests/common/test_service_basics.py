@@ -95,7 +95,10 @@ def test_healthcheck_command_exit_codes() -> None:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             self.send_response(200 if self.path == "/healthz" else 503)
+            self.send_header("Content-Type", "application/problem+json")
             self.end_headers()
+            if self.path != "/healthz":
+                self.wfile.write(b'{"status": 503, "detail": "sync: worker stuck: pass running for 700 s"}')
 
         def log_message(self, *args) -> None:
             pass
@@ -106,7 +109,9 @@ def test_healthcheck_command_exit_codes() -> None:
     run = lambda url: subprocess.run([sys.executable, "-m", "services.common.healthcheck", url], capture_output=True)  # noqa: E731
     try:
         assert run(base + "/healthz").returncode == 0
-        assert run(base + "/readyz").returncode == 1
+        failed = run(base + "/readyz")
+        # The reason reaches `docker inspect` (State.Health.Log): the failed check, not just "1".
+        assert failed.returncode == 1 and b"sync: worker stuck" in failed.stderr
     finally:
         server.shutdown()
     assert run(base + "/healthz").returncode == 1

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 from services.common.tfs import parse_config
 from services.config_manager.app import create_app
@@ -24,7 +25,14 @@ TOKEN = "fleet-secret"
 @contextlib.asynccontextmanager
 async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """Run config_manager's app under uvicorn; yield a client for it."""
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port, log_config=None)
+    async with serve_app(create_app(settings), settings) as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: FastAPI, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """Run an app built by create_app under uvicorn; yield a client for it."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_config=None)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
@@ -72,6 +80,7 @@ def api_settings(tmp_path: Path, *, grpc_target: str, **overrides: object) -> Se
         "watch_interval_seconds": 0.2,
         "low_disk_free_bytes": 0,
         "register_interval_seconds": 1.0,
+        "state_dir": tmp_path / "state",
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -141,3 +150,64 @@ async def test_api_with_tfserving_reconciles_on_desired_change(node: Node, tmp_p
         metrics = (await client.get("/metrics")).text
         assert 'modelfleet_config_manager_reloads_total{result="ok"}' in metrics
         assert "modelfleet_config_manager_versions_available" in metrics
+
+
+async def test_health_is_red_while_a_pass_is_stuck_or_the_state_dir_unwritable_never_for_tfserving(
+    tmp_path: Path,
+) -> None:
+    # No tfserving at all: every pass fails, and that is not ill health (a restart would not fix it).
+    settings = api_settings(
+        tmp_path,
+        grpc_target=f"127.0.0.1:{free_port()}",
+        sync_interval_seconds=0.1,
+        status_timeout_seconds=0.5,
+        health_min_stale_seconds=0.5,
+        health_stuck_seconds=0.5,
+        health_probe_cache_seconds=0,
+    )
+    app = create_app(settings)
+    reconciler = app.state.reconciler
+    gate = asyncio.Event()
+    blocked = False
+    run_once = reconciler.run_once
+
+    async def maybe_stuck(targets: frozenset[str] | None = None) -> None:
+        if blocked:
+            await gate.wait()
+        await run_once(targets)
+
+    reconciler.run_once = maybe_stuck
+    async with serve_app(app, settings) as client:
+        await eventually(lambda: reconciler.failures >= 3)
+        healthy = await client.get("/healthz")
+        assert healthy.status_code == 200, healthy.text
+        checks = healthy.json()["checks"]
+        assert set(checks) == {"reconcile", "watch", "registration", "state_dir"}
+        assert "failed" in checks["reconcile"]["detail"]
+
+        blocked = True
+
+        async def stuck() -> bool:
+            response = await client.get("/healthz")
+            return response.status_code == 503 and "reconcile" in response.json()["failed"]
+
+        await eventually(stuck, timeout=15)
+        red = (await client.get("/healthz")).json()
+        assert "worker stuck" in red["detail"]
+        blocked = False
+        gate.set()
+        await eventually(lambda: _status(client, "/healthz", 200), timeout=15)
+
+        state = settings.state_dir
+        state.rmdir()
+        state.write_text("a file where the state dir should be\n")
+        response = await client.get("/healthz")
+        assert response.status_code == 503 and response.json()["failed"] == ["state_dir"]
+        assert response.headers["content-type"].startswith("application/problem+json")
+        state.unlink()
+        state.mkdir()
+        assert (await client.get("/healthz")).status_code == 200
+
+
+async def _status(client: httpx.AsyncClient, path: str, status: int) -> bool:
+    return (await client.get(path)).status_code == status

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
+import socketserver
+import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -122,8 +128,70 @@ def test_tfserving_reserves_memory_and_has_no_hard_limit(services: dict[str, Any
 
 def test_tfserving_healthcheck_allows_the_slowest_model_load(services: dict[str, Any]) -> None:
     check = services["tfserving"]["healthcheck"]
-    assert "8500" in " ".join(check["test"])
     assert duration_seconds(check["start_period"]) >= 10 * 60
+
+
+class _AnyStatus(http.server.BaseHTTPRequestHandler):
+    status = 404
+
+    def do_GET(self) -> None:
+        self.send_response(self.status)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _tcp_server(handler: type[socketserver.BaseRequestHandler]) -> Iterator[int]:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _NotHttp(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        self.wfile.write(b"\x00\x00\x00\x04garbage\n")  # e.g. an HTTP/2-only or gRPC listener
+
+
+def _run_tfserving_check(services: dict[str, Any], port: int) -> int:
+    """Run the rendered tfserving healthcheck, aimed at ``port`` instead of 8501."""
+    test = services["tfserving"]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "bash", "-c"]
+    command = test[3].replace("/dev/tcp/127.0.0.1/8501", f"/dev/tcp/127.0.0.1/{port}")
+    return subprocess.run(["bash", "-c", command], capture_output=True, timeout=30, check=False).returncode
+
+
+def test_tfserving_healthcheck_is_http_liveness_on_the_rest_port_accepting_any_status(
+    services: dict[str, Any],
+) -> None:
+    test = services["tfserving"]["healthcheck"]["test"]
+    assert "/dev/tcp/127.0.0.1/8501" in test[3] and "GET / HTTP/1.0" in test[3]
+    assert "8500" not in test[3]
+    # Any HTTP status counts (a 404 for "/" is what TF Serving answers; a 500 still proves it alive).
+    for status in (200, 404, 500, 503):
+        handler = type("Handler", (_AnyStatus,), {"status": status})
+        with _tcp_server(handler) as port:
+            assert _run_tfserving_check(services, port) == 0, status
+    # No HTTP answer is a failure: nothing listening, or a listener that does not speak HTTP.
+    with _tcp_server(_NotHttp) as port:
+        assert _run_tfserving_check(services, port) != 0
+    with _tcp_server(_NotHttp) as port:
+        pass
+    assert _run_tfserving_check(services, port) != 0
+
+
+def test_python_services_keep_their_images_health_endpoint_check(services: dict[str, Any]) -> None:
+    # The images' HEALTHCHECK probes /healthz (tests/deploy/test_dockerfiles.py); the stack must not
+    # replace or disable it.
+    for name in PY_SERVICES:
+        assert "healthcheck" not in services[name], name
 
 
 def test_sidecars_and_master_are_limited_to_the_runbook_budget(services: dict[str, Any]) -> None:

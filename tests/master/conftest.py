@@ -53,9 +53,9 @@ def make_settings(
 
 
 class MasterHandle:
-    def __init__(self, settings: Settings, **app_kwargs: Any) -> None:
+    def __init__(self, settings: Settings, *, run_poller: bool = False, **app_kwargs: Any) -> None:
         self.settings = settings
-        self.app = create_app(settings, run_poller=False, **app_kwargs)
+        self.app = create_app(settings, run_poller=run_poller, **app_kwargs)
         self.server = ServerThread(self.app).start()
         self.url = self.server.url
 

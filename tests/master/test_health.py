@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
 
 import httpx
+import pytest
 
-from tests.master.conftest import ADMIN, MasterHandle, register
+from services.master.settings import Settings
+from tests.master.conftest import ADMIN, FLEET, MasterHandle, register
 from tests.master.support import StandInSidecar, free_port
 
 
@@ -114,3 +120,85 @@ def test_cluster_sync_reaches_every_node_and_reports_the_silent_ones(
         assert a_p.calls == ["sync"] and a_c.calls == ["sync"]
         gc = client.post("/v1/cluster/gc").json()
         assert [n["hostname"] for n in gc["nodes"]] == ["node-a"] and a_c.calls == ["sync", "gc"]
+
+
+# master's own /healthz: the poller finishes rounds, the registry can be persisted (small bounds).
+QUICK_HEALTH = {
+    "poll_interval_seconds": 0.1,
+    "health_min_stale_seconds": 0.5,
+    "health_stuck_seconds": 0.5,
+    "health_probe_cache_seconds": 0,
+}
+
+
+def until_health(client: httpx.Client, status: int, timeout: float = 15) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        response = client.get("/healthz")
+        if response.status_code == status:
+            return response.json()
+        assert time.monotonic() < deadline, f"/healthz never answered {status}: {response.text}"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def polling_master(make_settings: Callable[..., Settings]) -> Iterator[MasterHandle]:
+    handle = MasterHandle(make_settings(**QUICK_HEALTH), run_poller=True)
+    yield handle
+    handle.stop()
+
+
+def test_master_health_is_red_while_the_poller_does_not_finish_rounds(
+    polling_master: MasterHandle, sidecars: Callable[..., StandInSidecar]
+) -> None:
+    release = threading.Event()
+    release.set()
+    with polling_master.client() as client:
+        dead = sidecars("node-1")
+        register(client, dead)
+        dead.mode = "error"  # failed polls are the nodes' problem, not master's
+        body = until_health(client, 200)
+        assert set(body["checks"]) == {"poller", "registry"} and "uptime_seconds" in body
+        poller = polling_master.app.state.fleet.poller
+        poll_all = poller.poll_all
+
+        async def maybe_stuck(targets: frozenset[str] | None = None) -> object:
+            while not release.is_set():
+                await asyncio.sleep(0.02)
+            return await poll_all(targets)
+
+        poller.poll_all = maybe_stuck
+        assert until_health(client, 200)["checks"]["poller"]["ok"] is True
+        release.clear()
+        red = until_health(client, 503)
+        assert red["failed"] == ["poller"] and "worker stuck" in red["detail"]
+        release.set()
+        until_health(client, 200)
+        # A loop that stops scheduling rounds: no round finishes within k x interval.
+        poller._next_delay = lambda: 3600.0
+        red = until_health(client, 503)
+        assert red["failed"] == ["poller"] and "worker stale" in red["detail"]
+
+
+def test_master_health_is_red_while_the_registry_cannot_be_persisted(
+    polling_master: MasterHandle, sidecars: Callable[..., StandInSidecar]
+) -> None:
+    state = polling_master.settings.state_dir
+    with polling_master.client() as client:
+        until_health(client, 200)
+        shutil.rmtree(state)
+        state.write_text("a file where the state dir should be\n")
+        red = until_health(client, 503)
+        assert red["failed"] == ["registry"] and "not writable" in red["detail"]
+        # A registration that cannot be saved: the last save failed, whatever the probe says later.
+        node = sidecars("node-2")
+        with polling_master.client() as other:  # the server drops the connection after a 500
+            refused = other.post("/v1/nodes/register", json=node.registration(), headers=FLEET)
+        assert refused.status_code == 500
+        red = until_health(client, 503)
+        assert "last registry save failed" in red["detail"]
+        state.unlink()
+        state.mkdir()
+        # The next poller round saves the still-dirty registry: green again, and the node is on disk.
+        until_health(client, 200)
+        assert "node-2" in (state / "registry.json").read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -121,3 +122,52 @@ async def test_service_runs_without_master_and_without_bucket(
             assert body["details"]["registered"] is False
             assert (await http.get("/readyz")).status_code == 200, "ready: a pass finished, the outage is reported"
             assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_health_names_a_stuck_sync_pass_and_an_unwritable_state_dir_never_the_bucket(
+    tmp_path: Path, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(
+        remote_model_directory="gs://no-such-bucket/models",
+        sync_interval_seconds=0.1,
+        health_min_stale_seconds=0.5,
+        health_stuck_seconds=0.5,
+        health_probe_cache_seconds=0,
+    )
+    app = create_app(settings)
+    release = threading.Event()
+    release.set()
+
+    async def until_health(status: int, http: httpx.AsyncClient) -> dict:
+        deadline = time.monotonic() + 15
+        while True:
+            response = await http.get("/healthz")
+            if response.status_code == status:
+                return response.json()
+            assert time.monotonic() < deadline, f"/healthz never answered {status}: {response.text}"
+            await asyncio.sleep(0.05)
+
+    with serve_app(app) as url:
+        worker = app.state.runtime.worker
+        run_once = worker.run_once
+
+        async def maybe_stuck(targets: frozenset[str] | None = None) -> None:
+            while not release.is_set():  # the server's loop runs in another thread
+                await asyncio.sleep(0.02)
+            await run_once(targets)
+
+        worker.run_once = maybe_stuck
+        async with httpx.AsyncClient(base_url=url, timeout=5) as http:
+            await _until(lambda: worker.failures >= 3)
+            body = await until_health(200, http)  # the bucket is gone: not the puller's ill health
+            assert set(body["checks"]) == {"sync", "registration", "state_dir"}
+            assert "BucketNotFound" in body["checks"]["sync"]["detail"]
+            release.clear()
+            red = await until_health(503, http)
+            assert red["failed"] == ["sync"] and "worker stuck" in red["detail"]
+            release.set()
+            await until_health(200, http)
+            settings.state_dir.rmdir()
+            settings.state_dir.write_text("not a directory\n")
+            red = await until_health(503, http)
+            assert red["failed"] == ["state_dir"] and "not writable" in red["detail"]
