@@ -19,7 +19,7 @@ from pathlib import Path
 import google_crc32c
 from pydantic import ValidationError
 
-from services.common.atomic import atomic_write_json, fsync_dir, remove_stale_temps
+from services.common.atomic import atomic_write_json, exchange_paths, fsync_dir, remove_stale_temps
 from services.common.completeness import canonical_version_name, parse_version
 from services.common.contracts import FailedDocument, LocalDesired, Manifest
 from services.common.contracts.base import is_valid_model_name
@@ -167,15 +167,27 @@ class LocalStore:
         return target
 
     def replace(self, staged: Path, model: str, version: int) -> Path:
-        """Swap an installed version for ``staged``: old → trash (rename), staged → place (rename)."""
+        """Swap an installed version for ``staged`` in one step, so a file-system poll (TF Serving's,
+        config_manager's) never sees the version missing: ``renameat2(RENAME_EXCHANGE)`` puts the new
+        directory in place and the old one at the staged path, which then goes to the trash. Where the
+        filesystem cannot exchange (some NFS, FUSE, overlay mounts) the fallback is two renames, old →
+        trash then staged → place, with a window of microseconds in which the version is absent."""
         target = self.version_dir(model, version)
         self._make_durable(staged, target.parent)
         trashed = self.trash / f"{TRASH_PREFIX}{model}-{version}-{int(time.time())}-{secrets.token_hex(2)}"
-        if target.exists():
-            os.rename(target, trashed)
-            fsync_dir(self.trash)
-        os.rename(staged, target)
-        fsync_dir(target.parent)
+        if target.exists() and exchange_paths(staged, target):
+            fsync_dir(target.parent)
+            os.rename(staged, trashed)  # staged now holds the old version
+        else:
+            if target.exists():
+                logger.info(
+                    "atomic exchange not supported here; replacing with two renames", extra={"path": str(target)}
+                )
+                os.rename(target, trashed)
+                fsync_dir(self.trash)
+            os.rename(staged, target)
+            fsync_dir(target.parent)
+        fsync_dir(self.trash)
         fsync_dir(self.staging)
         _remove_tree(trashed)
         return target

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from services.common import atomic
-from services.common.atomic import atomic_write_bytes, is_temp_name, remove_stale_temps
+from services.common.atomic import atomic_write_bytes, exchange_paths, is_temp_name, remove_stale_temps
 
 
 def test_call_order_is_fsync_file_rename_fsync_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -96,3 +96,16 @@ def test_sigkill_at_random_points_never_tears_the_file(tmp_path: Path) -> None:
         assert visible == ["models.config"], visible
     remove_stale_temps(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["models.config"]
+
+
+def test_exchange_paths_swaps_two_directories_in_one_step(tmp_path: Path) -> None:
+    old, new = tmp_path / "7", tmp_path / ".staging-7"
+    old.mkdir()
+    new.mkdir()
+    (old / "saved_model.pb").write_text("old")
+    (new / "saved_model.pb").write_text("new")
+    assert exchange_paths(new, old)  # ext4, tmpfs, xfs, btrfs: supported
+    assert (old / "saved_model.pb").read_text() == "new"
+    assert (new / "saved_model.pb").read_text() == "old"
+    with pytest.raises(FileNotFoundError):
+        exchange_paths(tmp_path / "missing", old)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from google.cloud import storage
 from services.common.atomic import atomic_write_json
 from services.common.contracts import FailedDocument, FailedVersion, Manifest
 from services.common.contracts.local import failed_path, manifest_path
+from services.remote_model_puller.local import LocalStore
 from services.remote_model_puller.sync import SyncWorker
 from tests.remote_model_puller.conftest import tree, upload_version, write_fake_model
 
@@ -102,3 +104,37 @@ async def test_version_renamed_without_manifest_is_adopted_after_checking_crc32c
     assert await restarted.run_now(), restarted.last_error
     assert Manifest.read(manifest_path(local, "ranker", 1)).total_bytes > 0
     assert restarted.downloader.requests == 0, "adopted without downloading again"
+
+
+def test_replacing_an_installed_version_never_leaves_it_missing(tmp_path: Path) -> None:
+    # TF Serving polls the base path every second: a version absent for one poll is unloaded.
+    store = LocalStore(tmp_path)
+    store.prepare()
+
+    def staged(content: str) -> Path:
+        directory = store.staging / f"v-{content}"
+        (directory / "variables").mkdir(parents=True)
+        (directory / "saved_model.pb").write_text(content)
+        return directory
+
+    store.install(staged("0"), "m", 1)
+    graph = tmp_path / "m" / "1" / "saved_model.pb"
+    stop, misses, looks = threading.Event(), [0], [0]
+
+    def watch() -> None:
+        while not stop.is_set():
+            looks[0] += 1
+            if not graph.exists():
+                misses[0] += 1
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        for round_ in range(1, 101):
+            store.replace(staged(str(round_)), "m", 1)
+    finally:
+        stop.set()
+        watcher.join()
+    assert graph.read_text() == "100"
+    assert looks[0] > 100 and misses[0] == 0, (looks, misses)
+    assert list(store.staging.iterdir()) == [] and not any(store.trash.iterdir())
