@@ -119,14 +119,17 @@ _PASS_AS_SIDECAR = textwrap.dedent(
         local_model_directory=root, tensorflow_serving_config_file=config_file,
         tensorflow_serving_grpc_target=target, low_disk_free_bytes=0,
     )
-    os.setgroups([])
-    os.setgid(int(sys.argv[4]))
-    os.setuid(int(sys.argv[4]))
 
     async def main():
         client = TFServingClient(target, options=GRPC_OPTIONS)
         live = LiveView(client, status_timeout=3.0, reload_timeout=10.0)
         reconciler = Reconciler(settings, live, Metrics())
+        # One pass as root first (the node is converged: it writes nothing) so every module a pass
+        # imports lazily is loaded while the interpreter's own files are still readable.
+        assert await reconciler.run_now(), reconciler.last_error
+        os.setgroups([])
+        os.setgid(int(sys.argv[4]))
+        os.setuid(int(sys.argv[4]))
         ok = await reconciler.run_now()
         alarms = [a.kind for a in build_status(reconciler, hostname="n", software_version="t").alarms]
         await client.close()
