@@ -108,20 +108,20 @@ class Reconciler(PeriodicWorker):
                 await asyncio.to_thread(self.collect_garbage)
         except TFServingUnreachable:
             self._reapply = True
-            self.snapshot.tfserving_reachable = False
+            self.snapshot = replace(self.snapshot, tfserving_reachable=False)
             self.metrics.tfserving_up.set(0)
             self.metrics.reconciles.labels("unreachable").inc()
             raise
         except VolumeUnreadable as exc:
             # Nothing was written or reloaded: a partial view of the volume must not change what serves.
-            self.snapshot.volume_error = exc.detail
+            self.snapshot = replace(self.snapshot, volume_error=exc.detail)
             self.metrics.reconciles.labels("volume_unreadable").inc()
             logger.error("model volume unreadable, models.config and tfserving left as they are: %s", exc.detail)
             raise
         except Exception:
             self.metrics.reconciles.labels("error").inc()
             raise
-        self.snapshot.volume_error = None
+        self.snapshot = replace(self.snapshot, volume_error=None)
         self.metrics.reconciles.labels("ok").inc()
         self.metrics.good_reconcile()
 
@@ -203,8 +203,8 @@ class Reconciler(PeriodicWorker):
         if changed:
             await self._apply(entries, current, live, force=force)
             # Candidates that became AVAILABLE enter the file now, not at the next step.
-            self.snapshot.config_text = await self._write_known_good(entries, self.snapshot.live)
-            self.snapshot.config_hash = config_hash(self.snapshot.config_text)
+            text = await self._write_known_good(entries, self.snapshot.live)
+            self.snapshot = replace(self.snapshot, config_text=text, config_hash=config_hash(text))
         self._update_gauges()
         return changed
 
@@ -249,8 +249,7 @@ class Reconciler(PeriodicWorker):
             raise
         except TFServingError as exc:
             self.metrics.reloads.labels("error").inc()
-            self.snapshot.last_reload_result = f"error: {exc.detail}"
-            self.snapshot.last_reload_at = utcnow()
+            self.snapshot = replace(self.snapshot, last_reload_result=f"error: {exc.detail}", last_reload_at=utcnow())
             raise
         self.metrics.reloads.labels(result).inc()
         self.applied = list(entries)
@@ -265,14 +264,18 @@ class Reconciler(PeriodicWorker):
             interval=self.settings.status_poll_interval_seconds,
             watch=[entry.name for entry in entries],
         )
-        self.snapshot.live.update(latest)
+
         elapsed = time.monotonic() - started
         self.metrics.reload_seconds.observe(elapsed)
-        self.snapshot.reloads += 1
-        self.snapshot.config_applied = True
-        self.snapshot.last_reload_at = utcnow()
-        self.snapshot.last_reload_seconds = round(elapsed, 3)
-        self.snapshot.last_reload_result = result
+        self.snapshot = replace(
+            self.snapshot,
+            live={**self.snapshot.live, **latest},
+            reloads=self.snapshot.reloads + 1,
+            config_applied=True,
+            last_reload_at=utcnow(),
+            last_reload_seconds=round(elapsed, 3),
+            last_reload_result=result,
+        )
         logger.info(
             "models.config applied (%s) in %.2fs", result, elapsed, extra={"models": len(entries), "result": result}
         )
@@ -305,10 +308,8 @@ class Reconciler(PeriodicWorker):
         report = self.gc.run(candidates)
         for removed in report.removed:
             self.metrics.gc_removed.labels("low_disk" if removed.low_disk_only else "unused").inc()
-        snap.gc = report
-        snap.free_bytes = report.free_bytes
-        if report.removed:
-            snap.on_disk = self.scan(self.root)
+        after = self.scan(self.root) if report.removed else snap.on_disk
+        self.snapshot = replace(self.snapshot, gc=report, free_bytes=report.free_bytes, on_disk=after)
         self.metrics.free_disk_bytes.set(report.free_bytes or 0)
         self.metrics.low_disk.set(1 if report.low_disk else 0)
 

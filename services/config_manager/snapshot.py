@@ -12,9 +12,10 @@ from services.config_manager.gc import GcReport
 from services.config_manager.planner import ModelPlan
 
 
-@dataclass
+@dataclass(frozen=True)
 class Snapshot:
-    """One consistent picture of a node (replaced as a whole after each step)."""
+    """One consistent picture of a node. Replace-only (``dataclasses.replace``): a reader holding the
+    reference (``/v1/status``, GC) never sees one half-updated."""
 
     targets: dict[str, LocalModelTarget] | None = None
     desired_error: str | None = None
