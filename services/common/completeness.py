@@ -5,10 +5,12 @@ pinned or labelled). DESIGN.md, "Rules learned the hard way":
 
 - A version is an int64; ``007`` is version 7. Two names for one version (``7`` and ``007``) are
   ambiguous: neither is complete, both are reported.
-- With a marker object configured, the version is complete once the marker exists and no other object
-  of the version is newer than it. Otherwise: ``saved_model.pb`` or ``.pbtxt``; if ``variables.index`` or
-  any data shard exists, the index and every ``variables.data-K-of-N`` shard; and no object of the
-  version updated within the quiet period.
+- In every mode: ``saved_model.pb`` or ``.pbtxt``, and if ``variables.index`` or any data shard exists,
+  the index and every ``variables.data-K-of-N`` shard (``-of-N`` says how many; an index with no shard
+  is a big shard still uploading). A version with no variables at all needs no shard.
+- With a marker object configured, the version is also complete only once the marker exists and no
+  other object of the version is newer than it. Otherwise no object of the version may have been
+  updated within the quiet period.
 - Folder placeholders (names ending in ``/``, or ``_$folder$``) are ignored.
 - Names that would escape the version directory (``..``, absolute, control characters, backslashes)
   make the version unsafe: never complete.
@@ -123,6 +125,11 @@ def check_version(
         return False, f"unsafe object names: {unsafe[:3]}"
     if not any(f in relative for f in SAVED_MODEL_FILES):
         return False, "no saved_model.pb or saved_model.pbtxt"
+    # Before the marker: a marker written by a tool that does not wait for parallel uploads (or written
+    # by hand too early) must not make a version without its variables installable.
+    shard_problem = _check_shards(relative)
+    if shard_problem:
+        return False, shard_problem
     if marker is not None:
         mark = relative.get(marker)
         if mark is None:
@@ -131,9 +138,6 @@ def check_version(
         if newer:
             return False, f"objects updated after marker {marker}: {newer[:3]}"
         return True, "complete (marker)"
-    shard_problem = _check_shards(relative)
-    if shard_problem:
-        return False, shard_problem
     youngest = max(o.updated for o in relative.values())
     if now - youngest < quiet_period:
         wait = (quiet_period - (now - youngest)).total_seconds()
@@ -160,6 +164,9 @@ def _check_shards(relative: dict[str, RemoteObject]) -> str | None:
     if len(totals) > 1:
         return f"shards of different sets: of-{sorted(totals)}"
     total = totals.pop()
+    beyond = sorted(k for k in seen if k >= total)
+    if beyond:
+        return f"shard numbers {beyond[:5]} beyond of-{total}"
     missing = sorted(set(range(total)) - seen)
     if missing or total == 0:
         return f"missing variable shards {missing[:5]} of {total}"

@@ -103,6 +103,30 @@ def test_marker_semantics() -> None:
     assert "updated after marker" in scan(rewritten, marker="_COMPLETE").models["m"].incomplete[1]
 
 
+@settings(max_examples=200, deadline=None)
+@given(shards=st.integers(1, 12), marker=st.sampled_from([None, "_COMPLETE"]), data=st.data())
+def test_shard_rule_holds_in_every_mode(shards: int, marker: str | None, data: st.DataObject) -> None:
+    """Index present, some or none of the ``-of-N`` shards: incomplete, with or without a marker (a marker
+    written before a big shard finished uploading must not make the version installable)."""
+    objs = [*version_objects("m", "4", shards), obj("m/4/_COMPLETE", age=3000)]
+    shard_objs = [o for o in objs if "data-" in o.name]
+    kept = data.draw(st.lists(st.sampled_from(shard_objs), unique=True, max_size=shards - 1))
+    listing = [o for o in objs if "data-" not in o.name or o in kept]
+    reason = scan(listing, marker=marker).models["m"].incomplete[4]
+    assert "shards" in reason, reason
+    assert scan(objs, marker=marker).models["m"].complete_versions == [4]
+
+
+def test_no_variables_needs_no_shard_in_either_mode_and_stray_shard_numbers_are_refused() -> None:
+    for marker in (None, "_COMPLETE"):
+        bare = [*version_objects("m", "2", 0), obj("m/2/_COMPLETE", age=3000)]
+        assert scan(bare, marker=marker).models["m"].complete_versions == [2]
+        only_index = [*bare, obj("m/2/variables/variables.index")]
+        assert scan(only_index, marker=marker).models["m"].incomplete[2] == "variables.index without data shards"
+    stray = [*version_objects("m", "3", 2), obj("m/3/variables/variables.data-00002-of-00002")]
+    assert "beyond of-2" in scan(stray).models["m"].incomplete[3]
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     st.lists(st.sampled_from(["m/", "m/1/", "m/1/variables/", "m/1/variables_$folder$", "m/1_$folder$"]), max_size=5)
