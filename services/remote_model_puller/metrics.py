@@ -6,7 +6,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.common.contracts import Alarm
 
-ALARM_KINDS = ("mass-removal", "disk-full", "desired-state-invalid", "bucket-unreachable", "download-failed")
+ALARM_KINDS = (
+    "mass-removal",
+    "disk-full",
+    "desired-state-invalid",
+    "bucket-unreachable",
+    "download-failed",
+    "install-failed",
+)
 
 
 class PullerMetrics:

@@ -3,7 +3,7 @@
 No I/O here: :mod:`.sync` gathers the inputs, this module decides, so every rule is testable alone.
 
 - Per model, ``resolve_model`` turns the policy and the complete remote versions into ``serve``/``keep``.
-  Versions whose bytes failed verification on download (same fingerprint) are not counted as complete.
+  Versions that failed to download or install (same fingerprint) are not counted as complete.
 - Mass-removal guard: a model that was being served, is still enabled, and now has no complete version
   in the listing keeps its previous target unchanged (nothing is unloaded) and raises a critical alarm.
   Only ``enabled: false`` retires a model.
@@ -81,7 +81,7 @@ class PlanInputs:
     previous: LocalDesired | None
     installed: Mapping[str, Mapping[int, LocalVersion]]
     failed: FailedDocument
-    bad_downloads: Mapping[tuple[str, int], str]  # (model, version) → remote fingerprint that failed
+    failed_versions: Mapping[tuple[str, int], str]  # (model, version) → remote fingerprint that failed
     guard: bool = True
 
 
@@ -105,7 +105,7 @@ def _plan_model(name: str, inputs: PlanInputs, plan: Plan) -> ModelPlan | None:
     complete = [
         v
         for v in (scan.complete_versions if scan is not None else [])
-        if inputs.bad_downloads.get((name, v)) != remote_fingerprint(versions[v], inputs.prefix)
+        if inputs.failed_versions.get((name, v)) != remote_fingerprint(versions[v], inputs.prefix)
     ]
     previous = inputs.previous.models.get(name) if inputs.previous is not None else None
     resolved = resolve_model(policy, complete, node=inputs.hostname)
@@ -121,9 +121,9 @@ def _plan_model(name: str, inputs: PlanInputs, plan: Plan) -> ModelPlan | None:
         remote_incomplete={str(v): r for v, r in (scan.incomplete if scan is not None else {}).items()},
         waiting_for=resolved.waiting_for,
     )
-    for (model, version), _fp in inputs.bad_downloads.items():
+    for (model, version), _fp in inputs.failed_versions.items():
         if model == name:
-            model_plan.problems.append(f"version {version}: download failed (bytes not verifiable); not installed")
+            model_plan.problems.append(f"version {version}: not installed (see failed); retried when its bytes change")
     if policy.enabled and not complete and previous is not None and previous.enabled and previous.serve:
         if inputs.guard:
             model_plan.target = previous
@@ -166,7 +166,7 @@ def _check_installed(name: str, inputs: PlanInputs, versions: Mapping[int, Versi
         changed = remote_fingerprint(remote, inputs.prefix) != installed_fp
         if changed:
             plan.drift.append(version)
-        if inputs.bad_downloads.get((name, version)) == remote_fingerprint(remote, inputs.prefix):
+        if inputs.failed_versions.get((name, version)) == remote_fingerprint(remote, inputs.prefix):
             continue
         if changed and inputs.failed.is_failed(name, version, installed_fp):
             plan.replace.append(version)

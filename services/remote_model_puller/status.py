@@ -18,7 +18,12 @@ def build_status(worker: SyncWorker, *, ready: bool, registrar: Registrar | None
     state = worker.state
     models: dict[str, ModelNodeStatus] = {}
     plan_models = state.plan.models if state.plan is not None else {}
-    names = set(plan_models) | set(state.installed) | {m for m, _ in state.downloads}
+    names = (
+        set(plan_models)
+        | set(state.installed)
+        | {m for m, _ in state.downloads}
+        | {m for m, _ in state.failures.entries}
+    )
     for name in sorted(names):
         plan = plan_models.get(name)
         status = ModelNodeStatus(on_disk=sorted(state.installed.get(name, {})))
@@ -32,7 +37,7 @@ def build_status(worker: SyncWorker, *, ready: bool, registrar: Registrar | None
                 status.problems.append(f"waiting for versions not complete in the bucket: {plan.waiting_for}")
             if plan.frozen:
                 status.problems.append("frozen by the mass-removal guard")
-        status.failed = {str(v): why for (m, v), why in state.bad_reasons.items() if m == name}
+        status.failed = {str(v): why for v, why in sorted(state.failures.reasons(name).items())}
         status.problems += [f"version {v}: {why}" for (m, v), why in state.blocked.items() if m == name]
         status.downloads = [
             DownloadProgress(

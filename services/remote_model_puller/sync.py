@@ -6,10 +6,14 @@ One pass (:meth:`SyncWorker.run_once`):
    ``_fleet/state.json``: the document is read only when that generation changed, so a pass over an
    unchanged bucket makes list calls and no object read at all.
 2. Apply the completeness rule, resolve every model's policy, plan (:mod:`.plan`).
-3. Download what is missing into staging, verify, fsync, rename into place, write the manifest.
-4. Write ``desired.json`` when its content changed.
+3. Install what is missing, one version at a time (:mod:`.install`: staging, verify, fsync, rename,
+   manifest). A version that cannot be installed fails alone (recorded in :mod:`.failures`); the pass
+   goes on.
+4. Write ``desired.json`` when its content changed — always, even when an install or the bucket failed
+   mid-pass, so pins, rollbacks and retirements keep reaching the node.
 
-Bad input (invalid state document, unsafe names, bucket errors) never touches what is installed.
+Bad input (invalid state document, unsafe names, bucket errors) never touches what is installed. The
+mutable state lives in one :class:`~.state.PullerState`, which status reads.
 """
 
 from __future__ import annotations
@@ -18,53 +22,28 @@ import asyncio
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from google.cloud import storage
 
-from services.common.completeness import BucketScan, RemoteObject, VersionScan, scan_listing
-from services.common.contracts import Alarm, DesiredStateDocument, LocalDesired, Manifest, ManifestObject
+from services.common.completeness import BucketScan, RemoteObject, scan_listing
+from services.common.contracts import Alarm, DesiredStateDocument, LocalDesired
 from services.common.contracts.base import utcnow
-from services.common.errors import BucketError, BucketPermissionDenied, IntegrityError
+from services.common.errors import BucketError
 from services.common.gcs import ListingStats, list_objects
 from services.common.worker import PeriodicWorker
-from services.remote_model_puller import baddownloads
 from services.remote_model_puller.document import DocumentSource
-from services.remote_model_puller.download import (
-    DownloadCancelled,
-    Downloader,
-    GenerationChanged,
-    ObjectSpec,
-    Progress,
-)
+from services.remote_model_puller.download import Downloader
+from services.remote_model_puller.install import VersionInstaller
 from services.remote_model_puller.local import LocalStore
 from services.remote_model_puller.metrics import PullerMetrics
-from services.remote_model_puller.plan import LocalVersion, Plan, PlanInputs, make_plan, remote_fingerprint
+from services.remote_model_puller.plan import LocalVersion, Plan, PlanInputs, make_plan
 from services.remote_model_puller.settings import Settings
+from services.remote_model_puller.state import PullerState
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass
-class PullerState:
-    """What the status endpoint shows; updated by the sync worker only."""
-
-    plan: Plan | None = None
-    scan: BucketScan | None = None
-    installed: dict[str, dict[int, str]] = field(default_factory=dict)
-    downloads: dict[tuple[str, int], Progress] = field(default_factory=dict)
-    bad_downloads: dict[tuple[str, int], str] = field(default_factory=dict)
-    bad_reasons: dict[tuple[str, int], str] = field(default_factory=dict)
-    blocked: dict[tuple[str, int], str] = field(default_factory=dict)
-    alarms: list[Alarm] = field(default_factory=list)
-    document_generation: int | None = None
-    document_error: str | None = None
-    listing_pages: int = 0
-    listing_objects: int = 0
-    listing_seconds: float = 0.0
-    passes_completed: int = 0
-    startup_problems: dict[tuple[str, int], str] = field(default_factory=dict)
+Work = tuple[str, int, bool]  # (model, version, replace)
 
 
 class SyncWorker(PeriodicWorker):
@@ -89,8 +68,17 @@ class SyncWorker(PeriodicWorker):
         self.downloader = downloader
         self.store = store
         self.metrics = metrics
-        self.state = PullerState()
+        self.state = PullerState.for_volume(settings.local_model_directory)
         self.cancel = threading.Event()
+        self.installer = VersionInstaller(
+            settings,
+            downloader=downloader,
+            store=store,
+            metrics=metrics,
+            state=self.state,
+            cancel=self.cancel,
+            restart_model=self.trigger,
+        )
         self.documents = DocumentSource(
             client=client,
             bucket=settings.bucket_name,
@@ -99,8 +87,6 @@ class SyncWorker(PeriodicWorker):
             state_dir=settings.state_dir,
         )
         self._started = False
-        self._bad_path = baddownloads.path_for(settings.local_model_directory)
-        self._load_bad_downloads()
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop the loop; downloads in flight are abandoned (their staging is cleared at next start)."""
@@ -119,7 +105,8 @@ class SyncWorker(PeriodicWorker):
             await self._pass(targets)
         except BucketError as exc:
             self.metrics.errors.labels(kind=exc.slug).inc()
-            self._set_alarms([Alarm(kind="bucket-unreachable", message=exc.detail, since=utcnow())])
+            alarm = Alarm(kind="bucket-unreachable", message=exc.detail, since=utcnow())
+            self.state.set_alarms([alarm, *self.state.version_alarms()], self.metrics)
             raise
         finally:
             self.metrics.sync_seconds.observe(time.monotonic() - started)
@@ -130,6 +117,43 @@ class SyncWorker(PeriodicWorker):
         if not self._started:
             await asyncio.to_thread(self._startup)
             self._started = True
+        scan, document = await self._read_bucket()
+        alarms: list[Alarm] = [self.documents.alarm()] if self.state.document_error or document is None else []
+        if document is None:
+            self.state.set_alarms(alarms, self.metrics)
+            return  # no valid desired state ever seen: change nothing
+        plan = await self._plan(scan, document)
+        self.state.set_alarms(alarms + plan.alarms + self.state.version_alarms(), self.metrics)
+        work = self._work(plan, targets)
+        wanted = {(m, v) for m, v, _ in work}
+        self.state.blocked = {k: why for k, why in self.state.blocked.items() if k in wanted}
+        failed_before = self.state.failures.fingerprints()
+        try:
+            await self._install(work, scan, plan)
+        finally:
+            # Whatever happened to the installs (or the bucket) on the way, desired.json follows the
+            # plan: pins, rollbacks and retirements reach the node while a version cannot install.
+            if self.state.failures.fingerprints() != failed_before:
+                plan = await self._plan(scan, document)  # failed bytes are not complete: re-resolve
+            self.state.set_alarms(alarms + plan.alarms + self.state.version_alarms(), self.metrics)
+            await asyncio.to_thread(self._write_desired, self._desired(plan))
+            self.state.installed = await asyncio.to_thread(self.store.installed)
+
+    async def _install(self, work: list[Work], scan: BucketScan, plan: Plan) -> None:
+        if not work:
+            return
+        desired = self._desired(plan)
+        # GC on config_manager keeps what this intent serves or keeps: nothing installed below can look
+        # unused, however long the pass takes.
+        await asyncio.to_thread(self.store.write_desired_intent, desired)
+        for model, version, replace in work:
+            installed = await self.installer.install(scan.models[model].versions[version], replace=replace)
+            if installed and version in plan.models[model].target.serve:
+                # A served version installed: let config_manager roll it in now, not at the end of the pass.
+                await asyncio.to_thread(self._write_desired, desired)
+
+    async def _read_bucket(self) -> tuple[BucketScan, DesiredStateDocument | None]:
+        """One listing, the desired-state document (read only when its generation changed), the scan."""
         objects, stats, seconds = await asyncio.to_thread(self._list)
         self.state.listing_pages, self.state.listing_objects, self.state.listing_seconds = (
             stats.pages,
@@ -143,49 +167,14 @@ class SyncWorker(PeriodicWorker):
         self.state.document_generation, self.state.document_error = self.documents.generation, self.documents.error
         if self.documents.error and self.documents.reads > reads:
             self.metrics.errors.labels(kind="desired-state-invalid").inc()
-        prefix = self.settings.prefix
-        now = datetime.now(UTC)
-        scan = scan_listing(
+        self.state.scan = scan_listing(
             objects,
-            prefix=prefix,
-            now=now,
+            prefix=self.settings.prefix,
+            now=datetime.now(UTC),
             quiet_period=timedelta(seconds=self.settings.quiet_period_seconds),
             marker=self.settings.complete_marker,
         )
-        self.state.scan = scan
-        alarms: list[Alarm] = []
-        if document is None:
-            alarms.append(self.documents.alarm())
-            self._set_alarms(alarms)
-            return  # no valid desired state ever seen: change nothing
-        if self.state.document_error:
-            alarms.append(self.documents.alarm())
-        plan = await self._plan(scan, document)
-        alarms += plan.alarms
-        self.state.plan = plan
-        self._set_alarms(alarms)
-        work = self._work(plan, targets)
-        wanted = {(m, v) for m, v, _ in work}
-        self.state.blocked = {k: why for k, why in self.state.blocked.items() if k in wanted}
-        desired = plan.desired(generation=self.state.document_generation, hostname=self.settings.hostname)
-        if work:
-            # GC on config_manager keeps what this intent serves or keeps: nothing installed below can
-            # look unused, however long the pass takes.
-            await asyncio.to_thread(self.store.write_desired_intent, desired)
-        for model, version, replace in work:
-            await self._fetch(scan.models[model].versions[version], replace=replace)
-            if version in plan.models[model].target.serve:
-                # A served version installed: let config_manager roll it in now, not at the end of the pass.
-                await asyncio.to_thread(self._write_desired, desired)
-        if any(key in self.state.bad_downloads for key in wanted):
-            # Bytes that failed verification are not "complete": re-resolve (e.g. keep serving the previous).
-            plan = await self._plan(scan, document)
-            alarms = [a for a in alarms if a.kind != "mass-removal"] + plan.alarms
-            self.state.plan = plan
-        self._set_alarms(alarms + self._download_alarms())
-        desired = plan.desired(generation=self.state.document_generation, hostname=self.settings.hostname)
-        await asyncio.to_thread(self._write_desired, desired)
-        self.state.installed = await asyncio.to_thread(self.store.installed)
+        return self.state.scan, document
 
     def _startup(self) -> None:
         removed = self.store.prepare()
@@ -217,13 +206,14 @@ class SyncWorker(PeriodicWorker):
     async def _plan(self, scan: BucketScan, document: DesiredStateDocument) -> Plan:
         def gather() -> PlanInputs:
             installed: dict[str, dict[int, LocalVersion]] = {}
-            for model, versions in self.store.installed().items():
+            on_disk = self.store.installed()
+            for model, versions in on_disk.items():
                 for version in versions:
                     installed.setdefault(model, {})[version] = LocalVersion(
                         manifest=self.store.read_manifest(model, version),
                         broken=self.state.startup_problems.get((model, version)),
                     )
-            self.state.installed = {m: dict(v) for m, v in self.store.installed().items()}
+            self.state.installed = on_disk
             return PlanInputs(
                 scan=scan,
                 prefix=self.settings.prefix,
@@ -232,29 +222,16 @@ class SyncWorker(PeriodicWorker):
                 previous=self.store.read_desired(),
                 installed=installed,
                 failed=self.store.read_failed(),
-                bad_downloads=dict(self.state.bad_downloads),
+                failed_versions=self.state.failures.fingerprints(),
                 guard=self.settings.mass_removal_guard,
             )
 
-        await asyncio.to_thread(self._adopt_unmanifested, scan)
-        return make_plan(await asyncio.to_thread(gather))
+        await asyncio.to_thread(self.installer.adopt_unmanifested, scan)
+        self.state.plan = make_plan(await asyncio.to_thread(gather))
+        return self.state.plan
 
-    def _adopt_unmanifested(self, scan: BucketScan) -> None:
-        """A version renamed into place whose manifest was not written (killed in between): check its
-        files against the listing (sizes and crc32c) and write the manifest, once."""
-        for model, versions in self.store.installed().items():
-            for version in versions:
-                remote = scan.models.get(model)
-                vscan = remote.versions.get(version) if remote else None
-                if vscan is None or not vscan.complete or self.store.read_manifest(model, version) is not None:
-                    continue
-                specs = _specs(vscan, self.settings.prefix)
-                if all(self.store.local_crc32c(model, version, s.relative) == s.crc32c for s in specs):
-                    self.store.write_manifest(self._manifest(vscan, specs))
-                    logger.info("adopted installed version", extra={"model": model, "version": version})
-
-    def _work(self, plan: Plan, targets: frozenset[str] | None) -> list[tuple[str, int, bool]]:
-        work: list[tuple[str, int, bool]] = []
+    def _work(self, plan: Plan, targets: frozenset[str] | None) -> list[Work]:
+        work: list[Work] = []
         for name, model_plan in plan.models.items():
             if targets is not None and name not in targets:
                 continue
@@ -263,95 +240,8 @@ class SyncWorker(PeriodicWorker):
         served = {(n, v) for n, p in plan.models.items() for v in p.target.serve}
         return sorted(work, key=lambda w: (w[0:2] not in served, w[0], -w[1]))
 
-    async def _fetch(self, vscan: VersionScan, *, replace: bool) -> None:
-        key = (vscan.model, vscan.version)
-        specs = _specs(vscan, self.settings.prefix)
-        total = sum(s.size for s in specs)
-        free = await asyncio.to_thread(self.store.free_bytes)
-        if free < total + self.settings.disk_margin_bytes:
-            self.state.blocked[key] = (
-                f"needs {total} bytes + {self.settings.disk_margin_bytes} margin, {free} free: not started"
-            )
-            self.metrics.errors.labels(kind="disk-full").inc()
-            return
-        self.state.blocked.pop(key, None)
-        staged = await asyncio.to_thread(self.store.new_staging, vscan.model, vscan.version)
-        progress = Progress(bytes_total=total)
-        self.state.downloads[key] = progress
-        self.metrics.downloads_in_flight.inc()
-        extra = {"model": vscan.model, "version": vscan.version, "bytes": total}
-        logger.info("downloading version", extra=extra)
-        try:
-            await asyncio.to_thread(
-                self.downloader.download_version, specs, staged, progress=progress, cancel=self.cancel
-            )
-            install = self.store.replace if replace else self.store.install
-            await asyncio.to_thread(install, staged, vscan.model, vscan.version)
-        except GenerationChanged as exc:
-            logger.warning("object replaced during download; restarting version: %s", exc.detail, extra=extra)
-            self.metrics.errors.labels(kind=exc.slug).inc()
-            self.trigger(vscan.model)
-            return
-        except (IntegrityError, BucketError) as exc:
-            if isinstance(exc, BucketError) and (exc.retryable or isinstance(exc, BucketPermissionDenied)):
-                raise  # the bucket, not this version: the pass fails and is retried with backoff
-            # Bytes that fail verification, or that the bucket serves in a form that cannot be verified
-            # (gzip transcoding, wrong length): this version, at these generations, is not installable.
-            logger.error("version not installable, not installed: %s", exc.detail, extra=extra)
-            self.metrics.errors.labels(kind=exc.slug).inc()
-            self.state.bad_downloads[key] = remote_fingerprint(vscan, self.settings.prefix)
-            self.state.bad_reasons[key] = exc.detail
-            self._save_bad_downloads()
-            return
-        except DownloadCancelled:
-            return
-        finally:
-            self.state.downloads.pop(key, None)
-            self.metrics.downloads_in_flight.dec()
-            if staged.exists():
-                await asyncio.to_thread(self.store.discard_staging, staged)
-        await asyncio.to_thread(self.store.write_manifest, self._manifest(vscan, specs))
-        self.state.startup_problems.pop(key, None)
-        self.state.bad_reasons.pop(key, None)
-        if self.state.bad_downloads.pop(key, None) is not None:
-            self._save_bad_downloads()
-        self.metrics.downloaded_bytes.inc(total)
-        self.metrics.versions_installed.inc()
-        logger.info("installed version in %.1fs", time.time() - progress.started_at, extra=extra)
-
-    def _load_bad_downloads(self) -> None:
-        for key, (fingerprint, reason) in baddownloads.load(self._bad_path).items():
-            self.state.bad_downloads[key] = fingerprint
-            self.state.bad_reasons[key] = reason
-
-    def _save_bad_downloads(self) -> None:
-        baddownloads.save(self._bad_path, self.state.bad_downloads, self.state.bad_reasons)
-
-    def _manifest(self, vscan: VersionScan, specs: list[ObjectSpec]) -> Manifest:
-        return Manifest(
-            model=vscan.model,
-            version=vscan.version,
-            source=f"gs://{self.settings.bucket_name}/{self.settings.prefix}{vscan.model}/{vscan.dir_name}/",
-            objects=[
-                ManifestObject(name=s.relative, size=s.size, crc32c=s.crc32c, generation=s.generation) for s in specs
-            ],
-            total_bytes=sum(s.size for s in specs),
-        )
-
-    def _download_alarms(self) -> list[Alarm]:
-        alarms = [
-            Alarm(kind="disk-full", model=m, message=f"version {v}: {why}", since=utcnow(), severity="critical")
-            for (m, v), why in sorted(self.state.blocked.items())
-        ]
-        alarms += [
-            Alarm(kind="download-failed", model=m, message=f"version {v}: {why}", since=utcnow())
-            for (m, v), why in sorted(self.state.bad_reasons.items())
-        ]
-        return alarms
-
-    def _set_alarms(self, alarms: list[Alarm]) -> None:
-        self.state.alarms = alarms
-        self.metrics.set_alarms(alarms)
+    def _desired(self, plan: Plan) -> LocalDesired:
+        return plan.desired(generation=self.state.document_generation, hostname=self.settings.hostname)
 
     def _write_desired(self, desired: LocalDesired) -> None:
         previous = self.store.read_desired()
@@ -359,12 +249,3 @@ class SyncWorker(PeriodicWorker):
             return
         self.store.write_desired(desired)
         logger.info("desired.json updated", extra={"models": len(desired.models), "generation": desired.generation})
-
-
-def _specs(vscan: VersionScan, prefix: str) -> list[ObjectSpec]:
-    return [
-        ObjectSpec(
-            name=o.name, relative=vscan.relative_name(o, prefix), size=o.size, generation=o.generation, crc32c=o.crc32c
-        )
-        for o in sorted(vscan.objects, key=lambda o: o.name)
-    ]

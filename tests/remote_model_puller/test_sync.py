@@ -119,7 +119,7 @@ async def test_corrupted_object_is_retried_then_version_marked_failed(
     assert not (local / "ranker" / "2").exists(), "nothing installed"
     assert (local / "ranker" / "1").is_dir(), "the good version is installed and served instead"
     assert rules.media_reads[bad] == 4 + 2 * 4, "4 ranges, then 2 whole re-reads of 4 ranges"
-    assert "crc32c mismatch" in worker.state.bad_reasons[("ranker", 2)]
+    assert "crc32c mismatch" in worker.state.failures.reasons("ranker")[2]
     desired = LocalDesired.read(desired_path(local)).models["ranker"]
     assert desired.serve == [1]
     assert [a.kind for a in worker.state.alarms] == ["download-failed"]
@@ -128,7 +128,7 @@ async def test_corrupted_object_is_retried_then_version_marked_failed(
     reads = dict(rules.media_reads)
     assert await worker.run_now()
     restarted = make_worker(storage_emulator_host=url, download_attempts=3)
-    assert "crc32c mismatch" in restarted.state.bad_reasons[("ranker", 2)]
+    assert "crc32c mismatch" in restarted.state.failures.reasons("ranker")[2]
     assert await restarted.run_now(), restarted.last_error
     assert rules.media_reads == reads
     assert restarted.downloader.requests == 0
@@ -149,7 +149,7 @@ async def test_object_served_gzip_transcoded_fails_its_version_only(
     local = worker.settings.local_model_directory
     assert not (local / "ranker" / "2").exists()
     assert (local / "ranker" / "1").is_dir() and (local / "scorer" / "5").is_dir(), "the rest of the pass goes on"
-    assert "gzip" in worker.state.bad_reasons[("ranker", 2)]
+    assert "gzip" in worker.state.failures.reasons("ranker")[2]
     assert LocalDesired.read(desired_path(local)).models["ranker"].serve == [1]
     assert rules.media_reads[gzipped] == 1, "refused at once, not retried"
 
