@@ -20,13 +20,14 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from services.common.errors import BucketError, IntegrityError
 from services.remote_model_puller.crc import combine_parts, from_gcs_base64, to_gcs_base64
@@ -179,22 +180,18 @@ class Downloader:
         return states
 
     def _run_range(self, state: ObjectFile, index: int, progress: Progress, stop: Stop) -> None:
-        attempts = self.options.attempts
-        for attempt in range(1, attempts + 1):
-            if stop():
-                raise DownloadCancelled("download cancelled")
-            try:
+        retrying = Retrying(
+            stop=stop_after_attempt(self.options.attempts),
+            wait=wait_random_exponential(multiplier=0.2, max=4.0),
+            retry=retry_if_exception(lambda exc: isinstance(exc, BucketError) and exc.retryable),
+            before_sleep=_log_retry(state.spec.name),
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                if stop():
+                    raise DownloadCancelled("download cancelled")
                 crc = self._fetch_range(state, index, progress, stop)
-                break
-            except BucketError as exc:
-                if not exc.retryable or attempt == attempts:
-                    raise
-                logger.warning(
-                    "range read failed, retrying: %s",
-                    exc.detail,
-                    extra={"object": state.spec.name, "attempt": attempt},
-                )
-                time.sleep(min(4.0, 0.2 * 2**attempt) * random.uniform(0.5, 1.0))
         self._finish_range(state, index, crc, progress, stop)
 
     def _finish_range(self, state: ObjectFile, index: int, crc: int, progress: Progress, stop: Stop) -> None:
@@ -256,3 +253,14 @@ class Downloader:
         except BaseException:
             progress.add(-done)  # a retry counts these bytes again
             raise
+
+
+def _log_retry(name: str) -> Callable[[RetryCallState], None]:
+    def log(retry_state: RetryCallState) -> None:
+        exc = retry_state.outcome.exception() if retry_state.outcome is not None else None
+        detail = exc.detail if isinstance(exc, BucketError) else repr(exc)
+        logger.warning(
+            "range read failed, retrying: %s", detail, extra={"object": name, "attempt": retry_state.attempt_number}
+        )
+
+    return log

@@ -10,12 +10,15 @@ differs (new generations = new bytes).
 Kept in ``LOCAL/.fleet/puller-bad-downloads.json`` (on the model volume, so it outlives the container),
 written atomically: ``{"versions": [{"model", "version", "fingerprint", "reason", "kind"}]}``. Private to
 the puller. An unreadable file is ignored with a warning: the cost is at most one more attempt per version.
+An operator who fixed the node (permissions, a stray file) removes an entry or the file: every pass
+re-reads it when it changed on disk, so the version is tried again without a restart.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -42,7 +45,13 @@ class FailedVersions:
 
     def __init__(self, local_root: Path) -> None:
         self.path = fleet_dir(local_root) / FILE_NAME
+        self._seen: tuple[int, int] | None = None
         self.entries: dict[Key, VersionFailure] = self._load()
+
+    def reload_if_changed(self) -> None:
+        """Pick up an operator's edit (an entry or the whole file removed) since the last read or write."""
+        if self._stat() != self._seen:
+            self.entries = self._load()
 
     def record(self, key: Key, failure: VersionFailure) -> None:
         self.entries[key] = failure
@@ -59,7 +68,15 @@ class FailedVersions:
     def reasons(self, model: str) -> dict[int, str]:
         return {v: failure.reason for (m, v), failure in self.entries.items() if m == model}
 
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_ino
+
     def _load(self) -> dict[Key, VersionFailure]:
+        self._seen = self._stat()
         try:
             entries = json.loads(self.path.read_text())["versions"]
             return {
@@ -84,5 +101,6 @@ class FailedVersions:
         ]
         try:
             atomic_write_json(self.path, {"versions": entries})
+            self._seen = self._stat()
         except OSError as exc:
             logger.error("could not record failed versions: %s", exc)

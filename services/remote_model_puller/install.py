@@ -139,6 +139,10 @@ class VersionInstaller:
             detail = exc.detail if isinstance(exc, FleetError) else f"{type(exc).__name__}: {exc}"
             self._fail(vscan, "install-failed", detail, slug="install-error")
             return False
+        except Exception as exc:  # a bug must not stall the node either: fail this version, keep the trace
+            logger.exception("unexpected error installing a version", extra=extra)
+            self._fail(vscan, "install-failed", f"unexpected {type(exc).__name__}: {exc}", slug="install-error")
+            return False
         finally:
             if staged is not None:
                 await asyncio.to_thread(self._discard, staged)

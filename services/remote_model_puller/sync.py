@@ -118,6 +118,7 @@ class SyncWorker(PeriodicWorker):
             await asyncio.to_thread(self._startup)
             self._started = True
         scan, document = await self._read_bucket()
+        await asyncio.to_thread(self.state.failures.reload_if_changed)
         alarms: list[Alarm] = [self.documents.alarm()] if self.state.document_error or document is None else []
         if document is None:
             self.state.set_alarms(alarms, self.metrics)
