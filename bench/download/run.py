@@ -12,6 +12,12 @@ Contestants (each in its own process; peak RSS is summed over its process tree, 
 - ``gcloud-cp`` (``gcloud storage cp -r``), ``gcs-plain`` (google-cloud-storage download_to_filename
   per object, sequential).
 
+And the machine limit, in the same run: the same files (names and sizes) written to the same disk with
+no network at all and made durable per file (``disk_limit.py``): ``disk-dd`` as ``dd bs=8M
+conv=fdatasync`` does it (page cache, then fdatasync), ``disk-dd-direct`` as ``dd oflag=direct
+conv=fdatasync`` (O_DIRECT for files >= 8 MiB). The faster of the two is the machine limit; the puller's
+ratio to it is printed (goal >= 0.85x on the two large sets).
+
 Missing peers (no rclone / gcloud on PATH) are reported and skipped. Install rclone with
 ``apt-get install -y rclone``.
 
@@ -55,11 +61,13 @@ SMOKE_SETS: dict[str, list[tuple[str, int]]] = {
     + [("variables/variables.index", 4096)],
     "many-small": [("saved_model.pb", 100_000)] + [(f"assets/part-{k:05d}", 100_000) for k in range(59)],
 }
-GOALS = {  # set → (x best peer as users run it, x best peer + sync, x plain google-cloud-storage)
-    "one-big": (1.0, 1.5, 3.0),
-    "savedmodel": (1.0, 1.5, 3.0),
-    "many-small": (None, 1.0, 3.0),
+GOALS = {  # set → (x best peer as users run it, x best peer + sync, x plain google-cloud-storage, x machine)
+    "one-big": (1.0, 1.5, 3.0, 0.85),
+    "savedmodel": (1.0, 1.5, 3.0, 0.85),
+    "many-small": (None, 1.0, 3.0, None),
 }
+DISK_LIMITS = ("disk-dd", "disk-dd-direct")
+REPORTS_SECONDS = ("puller", *DISK_LIMITS)  # one JSON line with in-process seconds (no interpreter start)
 
 
 def write_sets(data_dir: Path, sets: dict[str, list[tuple[str, int]]]) -> None:
@@ -80,9 +88,14 @@ def write_sets(data_dir: Path, sets: dict[str, list[tuple[str, int]]]) -> None:
 PULLER_ARGS: list[str] = []
 
 
-def contestants(fake: PreloadedEmulator, set_name: str, dest: Path, scratch: Path) -> dict[str, list[list[str]] | None]:
+def contestants(
+    fake: PreloadedEmulator, set_name: str, files: list[tuple[str, int]], dest: Path, scratch: Path
+) -> dict[str, list[list[str]] | None]:
     """name → commands run one after the other (None: tool missing)."""
     python = sys.executable
+    listing = scratch / f"{set_name}-files.json"
+    listing.write_text(json.dumps(files))
+    disk = [python, str(ROOT / "bench/download/disk_limit.py"), "--dest", str(dest), "--files", str(listing)]
     rclone = shutil.which("rclone")
     gcloud = shutil.which("gcloud")
     src = f"fake:{BUCKET}/{set_name}/m/1"
@@ -110,6 +123,8 @@ def contestants(fake: PreloadedEmulator, set_name: str, dest: Path, scratch: Pat
         "gcs-plain": [
             [python, str(ROOT / "bench/download/plain_gcs.py"), fake.url, BUCKET, f"{set_name}/m/1/", str(dest)]
         ],
+        "disk-dd": [disk],
+        "disk-dd-direct": [[*disk, "--direct"]],
     }
 
 
@@ -147,10 +162,10 @@ def measure_one(name: str, commands: list[list[str]], env: dict[str, str], dest:
     if got != total:
         raise RuntimeError(f"{name}: {got} bytes on disk, expected {total}")
     entry: dict[str, Any] = {"wall_seconds": seconds, "peak_rss_mb": peak / MiB, "bytes": got}
-    if name == "puller":
+    if name in REPORTS_SECONDS:
         report = json.loads(outputs[0].strip().splitlines()[-1])
         if not report["ok"]:
-            raise RuntimeError(f"puller pass failed: {report['error']}")
+            raise RuntimeError(f"{name} failed: {report.get('error')}")
         entry["pass_seconds"] = report["seconds"]
         seconds = report["seconds"]  # a long-running service: interpreter start excluded (wall above)
     entry["seconds"] = seconds
@@ -166,7 +181,7 @@ def run_set(
     total = sum(size for _, size in files)
     env = tool_env(fake, scratch)
     dest = scratch / "dest"
-    plan = contestants(fake, set_name, dest, scratch)
+    plan = contestants(fake, set_name, files, dest, scratch)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name, commands in plan.items() if commands is not None}
     order = list(runs)
     for round_index in range(rounds):
@@ -201,12 +216,14 @@ def ratios(set_name: str, results: dict[str, Any]) -> dict[str, Any]:
     best_as_run = rate("rclone-tuned", "rclone-defaults", "gcloud-cp", "gcs-plain")
     best_sync = rate("rclone-tuned+sync")
     plain = rate("gcs-plain")
-    goal_run, goal_sync, goal_plain = GOALS[set_name]
+    machine = rate(*DISK_LIMITS)
+    goal_run, goal_sync, goal_plain, goal_machine = GOALS[set_name]
     out: dict[str, Any] = {}
     for label, peer, goal in (
         ("vs_best_peer", best_as_run, goal_run),
         ("vs_best_peer_plus_sync", best_sync, goal_sync),
         ("vs_plain_gcs", plain, goal_plain),
+        ("vs_machine_limit", machine, goal_machine),
     ):
         if peer is None:
             out[label] = None
