@@ -16,7 +16,8 @@ And the machine limit, in the same run: the same files (names and sizes) written
 no network at all and made durable per file (``disk_limit.py``): ``disk-dd`` as ``dd bs=8M
 conv=fdatasync`` does it (page cache, then fdatasync), ``disk-dd-direct`` as ``dd oflag=direct
 conv=fdatasync`` (O_DIRECT for files >= 8 MiB). The faster of the two is the machine limit; the puller's
-ratio to it is printed (goal >= 0.85x on the two large sets).
+ratio to it is printed (goal >= 0.85x on the two large sets). ``net-only`` reads the same objects with the
+puller's reader and writes nothing: the network path's limit with the emulator on the same cores.
 
 Missing peers (no rclone / gcloud on PATH) are reported and skipped. Install rclone with
 ``apt-get install -y rclone``.
@@ -67,7 +68,8 @@ GOALS = {  # set → (x best peer as users run it, x best peer + sync, x plain g
     "many-small": (None, 1.0, 3.0, None),
 }
 DISK_LIMITS = ("disk-dd", "disk-dd-direct")
-REPORTS_SECONDS = ("puller", *DISK_LIMITS)  # one JSON line with in-process seconds (no interpreter start)
+NO_DISK = ("net-only",)  # reads the objects, writes nothing
+REPORTS_SECONDS = ("puller", *DISK_LIMITS, *NO_DISK)  # one JSON line with in-process seconds (no interpreter start)
 
 
 def write_sets(data_dir: Path, sets: dict[str, list[tuple[str, int]]]) -> None:
@@ -125,6 +127,7 @@ def contestants(
         ],
         "disk-dd": [disk],
         "disk-dd-direct": [[*disk, "--direct"]],
+        "net-only": [[python, str(ROOT / "bench/download/net_only.py"), fake.url, BUCKET, f"{set_name}/m/1/"]],
     }
 
 
@@ -159,6 +162,8 @@ def measure_one(name: str, commands: list[list[str]], env: dict[str, str], dest:
         if code != 0:
             raise RuntimeError(f"{name} failed ({code}): {out[-2000:]}")
     got = downloaded_bytes(dest)
+    if name in NO_DISK:
+        got = json.loads(outputs[0].strip().splitlines()[-1])["bytes"]
     if got != total:
         raise RuntimeError(f"{name}: {got} bytes on disk, expected {total}")
     entry: dict[str, Any] = {"wall_seconds": seconds, "peak_rss_mb": peak / MiB, "bytes": got}
@@ -217,6 +222,7 @@ def ratios(set_name: str, results: dict[str, Any]) -> dict[str, Any]:
     best_sync = rate("rclone-tuned+sync")
     plain = rate("gcs-plain")
     machine = rate(*DISK_LIMITS)
+    network = rate(*NO_DISK)
     goal_run, goal_sync, goal_plain, goal_machine = GOALS[set_name]
     out: dict[str, Any] = {}
     for label, peer, goal in (
@@ -224,6 +230,7 @@ def ratios(set_name: str, results: dict[str, Any]) -> dict[str, Any]:
         ("vs_best_peer_plus_sync", best_sync, goal_sync),
         ("vs_plain_gcs", plain, goal_plain),
         ("vs_machine_limit", machine, goal_machine),
+        ("vs_network_only", network, None),
     ):
         if peer is None:
             out[label] = None

@@ -23,10 +23,11 @@ def test_download_bench_smoke(tmp_path: Path) -> None:
         assert puller["mb_per_s"] > 0 and 0 < puller["peak_rss_mb"] < 1000
         assert result["results"]["gcs-plain"]["bytes"] == result["bytes"]
         assert result["ratios"]["vs_plain_gcs"]["ratio"] > 0
-        for limit in ("disk-dd", "disk-dd-direct"):  # the machine limit: the same bytes, no network
+        for limit in ("disk-dd", "disk-dd-direct", "net-only"):  # machine limits: no network / no disk
             assert result["results"][limit]["bytes"] == result["bytes"], limit
         machine = result["ratios"]["vs_machine_limit"]
         assert machine["ratio"] > 0 and machine["goal"] == (None if name == "many-small" else 0.85)
+        assert result["ratios"]["vs_network_only"]["ratio"] > 0
         for peer in ("rclone-tuned", "rclone-tuned+sync", "rclone-defaults"):
             if shutil.which("rclone"):
                 assert result["results"][peer]["bytes"] == result["bytes"], peer
