@@ -21,7 +21,7 @@ from pathlib import Path
 
 from services.common.completeness import BucketScan, VersionScan
 from services.common.contracts import Manifest, ManifestObject
-from services.common.errors import BucketError, BucketPermissionDenied, FleetError, IntegrityError
+from services.common.errors import BucketError, BucketNotFound, BucketPermissionDenied, FleetError, IntegrityError
 from services.remote_model_puller.download import DownloadCancelled, Downloader, GenerationChanged, ObjectSpec, Progress
 from services.remote_model_puller.failures import FailureKind, VersionFailure
 from services.remote_model_puller.local import LocalStore
@@ -124,7 +124,7 @@ class VersionInstaller:
         except DownloadCancelled:
             return False
         except BucketError as exc:
-            if exc.retryable or isinstance(exc, BucketPermissionDenied):
+            if exc.retryable or isinstance(exc, (BucketPermissionDenied, BucketNotFound)):
                 raise  # the bucket, not this version: the pass fails and is retried with backoff
             # Bytes the bucket serves in a form that cannot be verified (gzip transcoding, wrong length).
             self._fail(vscan, "download-failed", exc.detail, slug=exc.slug)
