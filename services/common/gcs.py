@@ -1,8 +1,8 @@
 """Google Cloud Storage access shared by the puller and master.
 
-A client factory honouring ``STORAGE_EMULATOR_HOST`` and explicit credentials, a listing helper that
-asks only for the fields the completeness rule needs, and the translation of google.api_core / requests
-exceptions into the project's error tree (by type and status code, never by message).
+A client factory honouring ``STORAGE_EMULATOR_HOST``, the one credentials loader, the CA bundle and the
+proxy; a listing helper that asks only for the fields the completeness rule needs, and the translation
+of google.api_core / requests exceptions into the project's error tree (by type and status code, never by message).
 
 The google-cloud-storage client is synchronous: async callers run these functions with
 ``asyncio.to_thread``.
@@ -24,7 +24,9 @@ from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY, ConditionalRetryPolicy, is_generation_specified
 
 from services.common.completeness import RemoteObject
+from services.common.credentials import READ_ONLY_SCOPE, authorized_session, load_credentials
 from services.common.errors import BucketError, BucketNotFound, BucketPermissionDenied, PreconditionFailed
+from services.common.network import BucketNetwork
 from services.common.settings import BucketSettings
 
 logger = logging.getLogger(__name__)
@@ -46,21 +48,27 @@ def bounded_retry(timeout: float) -> Retry:
     return retry
 
 
-def make_client(settings: BucketSettings) -> storage.Client:
-    """A storage client for the configured bucket (emulator, explicit credentials, or ADC)."""
-    if settings.storage_emulator_host:
-        host = settings.storage_emulator_host
-        if not host.startswith(("http://", "https://")):
-            host = "http://" + host
-        return storage.Client(
-            project=settings.gcs_project,
-            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-            client_options={"api_endpoint": host},
-        )
-    creds_file = settings.credentials_file()
-    if creds_file is not None:
-        return storage.Client.from_service_account_json(str(creds_file))
-    return storage.Client(project=settings.gcs_project)
+def emulator_endpoint(settings: BucketSettings) -> str | None:
+    """``STORAGE_EMULATOR_HOST`` as a URL (``http://`` added when it names only host:port), or None."""
+    host = settings.storage_emulator_host
+    if not host:
+        return None
+    return host if host.startswith(("http://", "https://")) else "http://" + host
+
+
+def make_client(settings: BucketSettings, *, scopes: list[str] | None = None) -> storage.Client:
+    """A storage client for the configured bucket (the emulator or GCS), with the credentials of
+    :func:`~services.common.credentials.load_credentials` and the CA bundle / proxy of the settings.
+
+    ``scopes``: read-only unless given (master asks for read-write)."""
+    credentials = load_credentials(settings, scopes=scopes or [READ_ONLY_SCOPE])
+    endpoint = emulator_endpoint(settings)
+    return storage.Client(
+        project=settings.gcs_project,
+        credentials=credentials or AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        client_options={"api_endpoint": endpoint} if endpoint else None,
+        _http=authorized_session(credentials, BucketNetwork.from_settings(settings)),
+    )
 
 
 def translate(exc: BaseException, what: str) -> BaseException:

@@ -87,6 +87,17 @@ class BucketSettings(BaseSettings):
     storage_emulator_host: str | None = Field(default=None, validation_alias=AliasChoices("STORAGE_EMULATOR_HOST"))
     gcs_project: str = "modelfleet"
     gcs_timeout_seconds: float = Field(default=30.0, gt=0)
+    # auto: google-auth credentials, except anonymous against STORAGE_EMULATOR_HOST without a credentials
+    # file; google: always google-auth (file, else ADC: gcloud's file, the metadata server); anonymous: never.
+    gcs_auth: Literal["auto", "google", "anonymous"] = "auto"
+    # The media client refreshes an access token this long before it expires (google-auth's own
+    # threshold, used by the SDK's session, is 3 min 45 s).
+    gcs_token_refresh_margin_seconds: float = Field(default=300.0, ge=0)
+    # Network of the bucket clients, under the names requests, curl and OpenSSL read.
+    requests_ca_bundle: Path | None = Field(default=None, validation_alias=AliasChoices("REQUESTS_CA_BUNDLE"))
+    ssl_cert_file: Path | None = Field(default=None, validation_alias=AliasChoices("SSL_CERT_FILE"))
+    https_proxy: str | None = Field(default=None, validation_alias=AliasChoices("HTTPS_PROXY", "https_proxy"))
+    no_proxy: str | None = Field(default=None, validation_alias=AliasChoices("NO_PROXY", "no_proxy"))
     complete_marker: str | None = None
     quiet_period_seconds: float = Field(default=60.0, ge=0)
 
@@ -124,6 +135,10 @@ class BucketSettings(BaseSettings):
             if candidate.is_file():
                 return candidate
         return None
+
+    def ca_bundle(self) -> Path | None:
+        """The CA bundle that replaces the system store for bucket TLS: REQUESTS_CA_BUNDLE, else SSL_CERT_FILE."""
+        return self.requests_ca_bundle or self.ssl_cert_file
 
 
 def read_token_file(path: Path | None) -> str | None:
