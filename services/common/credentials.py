@@ -68,6 +68,8 @@ def load_credentials(settings: BucketSettings, *, scopes: list[str]) -> Credenti
         where = creds_file or "application default credentials"
         logger.error("cannot load GCP credentials from %s: %s", where, exc)
         raise CredentialsError(f"cannot load GCP credentials from {where}: {exc}") from exc
+    if settings.gcs_token_uri and hasattr(credentials, "with_token_uri"):
+        credentials = credentials.with_token_uri(settings.gcs_token_uri)
     logger.info("GCP credentials loaded", extra={"source": source, "type": type(credentials).__name__})
     return credentials  # type: ignore[no-any-return]
 

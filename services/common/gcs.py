@@ -19,6 +19,7 @@ from typing import TypeVar
 import requests
 from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry
+from google.auth import exceptions as auth_exceptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY, ConditionalRetryPolicy, is_generation_specified
@@ -32,6 +33,13 @@ from services.common.settings import BucketSettings
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+VENDOR_ERRORS = (
+    gexc.GoogleAPIError,
+    auth_exceptions.GoogleAuthError,
+    requests.RequestException,
+    ConnectionError,
+    TimeoutError,
+)
 
 LIST_FIELDS = "items(name,size,generation,updated,crc32c),nextPageToken,prefixes"
 FLEET_PREFIX = "_fleet/"
@@ -83,6 +91,10 @@ def translate(exc: BaseException, what: str) -> BaseException:
         return BucketError(f"{what}: bucket unavailable ({type(exc).__name__})")
     if isinstance(exc, gexc.GoogleAPICallError):
         return BucketError(f"{what}: {type(exc).__name__} {exc.code}", retryable=False)
+    if isinstance(exc, auth_exceptions.RefreshError):
+        return BucketPermissionDenied(f"{what}: token refresh refused ({exc})", retryable=False)
+    if isinstance(exc, auth_exceptions.TransportError):
+        return BucketError(f"{what}: token endpoint unreachable ({exc})")
     if isinstance(exc, requests.RequestException | ConnectionError | TimeoutError):
         return BucketError(f"{what}: bucket unreachable ({type(exc).__name__})")
     return exc
@@ -92,7 +104,7 @@ def call(what: str, fn: Callable[[], T]) -> T:
     """Run one bucket call, translating vendor errors."""
     try:
         return fn()
-    except (gexc.GoogleAPIError, requests.RequestException, ConnectionError, TimeoutError) as exc:
+    except VENDOR_ERRORS as exc:
         raise translate(exc, what) from exc
 
 
@@ -147,7 +159,7 @@ def list_objects(
             page = next(pages)
         except StopIteration:
             return
-        except (gexc.GoogleAPIError, requests.RequestException, ConnectionError, TimeoutError) as exc:
+        except VENDOR_ERRORS as exc:
             raise translate(exc, what) from exc
         if stats is not None:
             stats.pages += 1

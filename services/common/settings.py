@@ -93,6 +93,10 @@ class BucketSettings(BaseSettings):
     # The media client refreshes an access token this long before it expires (google-auth's own
     # threshold, used by the SDK's session, is 3 min 45 s).
     gcs_token_refresh_margin_seconds: float = Field(default=300.0, ge=0)
+    # OAuth token endpoint for authorized_user / service-account credentials (Private Service Connect,
+    # a test stand-in). google-auth ignores an authorized_user file's own token_uri on purpose (a file
+    # from elsewhere must not send the refresh token anywhere), so the operator's setting is the one way.
+    gcs_token_uri: str | None = None
     # Network of the bucket clients, under the names requests, curl and OpenSSL read.
     requests_ca_bundle: Path | None = Field(default=None, validation_alias=AliasChoices("REQUESTS_CA_BUNDLE"))
     ssl_cert_file: Path | None = Field(default=None, validation_alias=AliasChoices("SSL_CERT_FILE"))

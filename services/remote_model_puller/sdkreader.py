@@ -14,7 +14,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-import requests
 from google.api_core import exceptions as gexc
 from google.cloud import storage
 
@@ -93,7 +92,7 @@ class SdkRangeReader:
             return writer.finish()
         except gexc.NotFound as exc:
             raise GenerationChanged(f"{name} generation {generation} is gone from the bucket") from exc
-        except (gexc.GoogleAPIError, requests.RequestException, ConnectionError, TimeoutError) as exc:
+        except gcs.VENDOR_ERRORS as exc:
             raise gcs.translate(exc, what) from exc
         except BucketError as exc:
             raise BucketError(f"{what}: {exc.detail}", retryable=exc.retryable) from exc
