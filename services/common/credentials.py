@@ -25,7 +25,7 @@ from google.auth.credentials import Credentials
 from google.auth.transport.requests import AuthorizedSession, Request
 
 from services.common.errors import BucketError, BucketPermissionDenied, FleetError
-from services.common.network import BucketNetwork
+from services.common.network import BucketNetwork, PinnedCaSession
 from services.common.settings import BucketSettings
 
 logger = logging.getLogger(__name__)
@@ -81,10 +81,13 @@ def authorized_session(credentials: Credentials | None, network: BucketNetwork) 
         from google.auth.credentials import AnonymousCredentials
 
         credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
-    session = AuthorizedSession(credentials, auth_request=Request(network.session()))  # type: ignore[no-untyped-call]
-    if network.ca_file is not None:
-        session.verify = str(network.ca_file)
+    session = _PinnedCaAuthorizedSession(credentials, auth_request=Request(network.session()))  # type: ignore[no-untyped-call]
+    session.pinned_ca = str(network.ca_file) if network.ca_file is not None else None
     return session
+
+
+class _PinnedCaAuthorizedSession(AuthorizedSession, PinnedCaSession):
+    """google-auth's session with the configured CA bundle pinned (:class:`PinnedCaSession`)."""
 
 
 def _utcnow() -> datetime:

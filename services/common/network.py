@@ -9,7 +9,7 @@ Both clients follow the same settings, read once into :class:`BucketNetwork`:
   the standard library's matching rules. Plain ``http://`` endpoints (an emulator) are never proxied by
   the media client.
 
-The SDK client (requests) gets a session verifying against the same bundle (and reads the proxy variables
+The SDK client (requests) gets sessions verifying against the same bundle (and reads the proxy variables
 itself); the project's own media client opens its sockets with :meth:`BucketNetwork.connect`.
 """
 
@@ -20,6 +20,7 @@ import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined]  # stdlib, untyped
 
@@ -85,12 +86,27 @@ class BucketNetwork:
             raise
 
     def session(self) -> requests.Session:
-        """A requests session verifying against the same CA bundle. requests takes HTTPS_PROXY and
-        NO_PROXY from the environment itself, where the settings came from (same names, same rules)."""
-        session = requests.Session()
-        if self.ca_file is not None:
-            session.verify = str(self.ca_file)
+        """A requests session verifying against the same CA bundle (see :class:`PinnedCaSession`)."""
+        session = PinnedCaSession()
+        session.pinned_ca = str(self.ca_file) if self.ca_file is not None else None
         return session
+
+
+class PinnedCaSession(requests.Session):
+    """A requests session whose configured CA bundle wins over requests' environment fallbacks.
+
+    requests lets ``REQUESTS_CA_BUNDLE`` or ``CURL_CA_BUNDLE`` replace a session's ``verify``; the
+    settings already took the first, and the second must not make the SDK trust another store than the
+    media client. Proxies still come from the environment (HTTPS_PROXY, NO_PROXY: same names, same rules).
+    """
+
+    pinned_ca: str | None = None
+
+    def merge_environment_settings(self, url: str, proxies: Any, stream: Any, verify: Any, cert: Any) -> dict[str, Any]:
+        merged: dict[str, Any] = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if self.pinned_ca is not None and verify in (None, True):
+            merged["verify"] = self.pinned_ca
+        return merged
 
 
 def _tunnel(proxy: str, host: str, port: int, *, timeout: float) -> socket.socket:

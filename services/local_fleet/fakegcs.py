@@ -99,6 +99,7 @@ class FakeGcs:
         session = None
         if self.tls:
             session = requests.Session()
+            session.trust_env = False  # loopback: no proxy, and REQUESTS_CA_BUNDLE must not replace the CA
             session.verify = str(self.tls[2])
         return storage.Client(
             project="test",

@@ -14,7 +14,7 @@ from cryptography.x509.oid import NameOID
 
 
 @dataclass(frozen=True)
-class TestCa:
+class TlsFiles:
     ca_file: Path  # the CA certificate (what REQUESTS_CA_BUNDLE / SSL_CERT_FILE point at)
     cert_file: Path  # the server's certificate
     key_file: Path  # the server's private key
@@ -24,7 +24,7 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def make_test_ca(directory: Path) -> TestCa:
+def make_test_ca(directory: Path) -> TlsFiles:
     """Write a CA and a server certificate signed by it (SANs: 127.0.0.1, localhost) under ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.now(UTC)
@@ -73,7 +73,7 @@ def make_test_ca(directory: Path) -> TestCa:
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    ca = TestCa(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem")
+    ca = TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem")
     ca.ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     ca.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     ca.key_file.write_bytes(
