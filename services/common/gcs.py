@@ -20,7 +20,7 @@ import requests
 from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry
 from google.auth import exceptions as auth_exceptions
-from google.auth.credentials import AnonymousCredentials
+from google.auth.credentials import AnonymousCredentials, Credentials
 from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY, ConditionalRetryPolicy, is_generation_specified
 
@@ -69,7 +69,12 @@ def make_client(settings: BucketSettings, *, scopes: list[str] | None = None) ->
     :func:`~services.common.credentials.load_credentials` and the CA bundle / proxy of the settings.
 
     ``scopes``: read-only unless given (master asks for read-write)."""
-    credentials = load_credentials(settings, scopes=scopes or [READ_ONLY_SCOPE])
+    return client_with(settings, load_credentials(settings, scopes=scopes or [READ_ONLY_SCOPE]))
+
+
+def client_with(settings: BucketSettings, credentials: Credentials | None) -> storage.Client:
+    """A storage client using ``credentials`` (None: anonymous), so one credentials object can serve it
+    and the puller's media client alike."""
     endpoint = emulator_endpoint(settings)
     return storage.Client(
         project=settings.gcs_project,

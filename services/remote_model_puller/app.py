@@ -7,10 +7,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
+from google.auth.credentials import Credentials
 from google.cloud import storage
 
 from services.common.credentials import READ_ONLY_SCOPE, TokenSource, load_credentials
-from services.common.gcs import close_client, emulator_endpoint, make_client
+from services.common.gcs import client_with, close_client, emulator_endpoint, make_client
 from services.common.health import node_health
 from services.common.http import make_async_client
 from services.common.network import BucketNetwork
@@ -27,9 +28,8 @@ from services.remote_model_puller.settings import Settings
 from services.remote_model_puller.sync import SyncWorker
 
 
-def media_tokens(settings: Settings) -> TokenSource | None:
-    """Bearer tokens for the native media client, from the one credentials loader (None: anonymous)."""
-    credentials = load_credentials(settings, scopes=[READ_ONLY_SCOPE])
+def media_tokens(settings: Settings, credentials: Credentials | None) -> TokenSource | None:
+    """Bearer tokens for the native media client from ``credentials`` (None: anonymous)."""
     if credentials is None:
         return None
     return TokenSource(
@@ -80,11 +80,13 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            # One credentials object for the listing client and the media client (one token, refreshed once).
+            credentials = load_credentials(settings, scopes=[READ_ONLY_SCOPE])
             client = gcs_client
             if client is None:
-                client = make_client(settings)
+                client = client_with(settings, credentials)
                 stack.callback(close_client, client)
-            auth = media_tokens(settings) if settings.download_engine == "native" else None
+            auth = media_tokens(settings, credentials) if settings.download_engine == "native" else None
             downloader = make_downloader(settings, auth, client)
             stack.callback(downloader.close)
             http = http_client

@@ -14,6 +14,7 @@ import pytest
 from google.cloud import storage
 
 from services.common import gcs
+from services.common.credentials import READ_ONLY_SCOPE, load_credentials
 from services.common.errors import BucketError
 from services.remote_model_puller.app import make_downloader, media_tokens
 from services.remote_model_puller.download import ObjectSpec, Progress
@@ -71,9 +72,10 @@ def settings_for(endpoint: str, bucket: str, tmp_path: Path, **values: Any) -> S
 
 def fetch(settings: Settings, spec: ObjectSpec, dest: Path) -> bytes:
     """List through the SDK client, then download with the configured engine; the file's bytes."""
-    client = gcs.make_client(settings)
+    credentials = load_credentials(settings, scopes=[READ_ONLY_SCOPE])
+    client = gcs.client_with(settings, credentials)
     assert [o.name for o in gcs.list_objects(client, settings.bucket_name, "models/", timeout=5)] == [spec.name]
-    downloader = make_downloader(settings, media_tokens(settings), client)
+    downloader = make_downloader(settings, media_tokens(settings, credentials), client)
     try:
         downloader.download_version([spec], dest, progress=Progress(spec.size), cancel=threading.Event())
     finally:
