@@ -120,6 +120,21 @@ class BucketSettings(BaseSettings):
             raise ValueError("FLEET_COMPLETE_MARKER must be a plain object name such as _COMPLETE")
         return value or None  # empty = no marker (lets a stack file pass ${VAR:-})
 
+    @field_validator("https_proxy")
+    @classmethod
+    def _proxy_url(cls, value: str | None) -> str | None:
+        value = (value or "").strip()
+        if value and not value.startswith("http://") and "://" in value:
+            raise ValueError("HTTPS_PROXY must be an http:// proxy URL (http://[user:pass@]host:port)")
+        return value or None
+
+    @field_validator("requests_ca_bundle", "ssl_cert_file")
+    @classmethod
+    def _ca_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"CA bundle {value} is not a readable file")
+        return value
+
     @property
     def bucket_name(self) -> str:
         return self.remote_model_directory[len("gs://") :].split("/", 1)[0]

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from google.cloud import storage
+from pydantic import ValidationError
 
 from services.common import gcs
 from services.common.credentials import READ_ONLY_SCOPE, load_credentials
@@ -168,3 +169,19 @@ def test_retries_stop_at_the_deadline_with_the_last_error(
         with pytest.raises(BucketError, match="HTTP 503"):
             fetch(settings, spec, tmp_path / "out")
     assert 2 <= rules.media_reads[NAME] < 10, "retried, but no new try started after the deadline"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("HTTPS_PROXY", "socks5://127.0.0.1:1080", "http:// proxy URL"),
+        ("REQUESTS_CA_BUNDLE", "/nonexistent/ca.pem", "is not a readable file"),
+        ("FLEET_DOWNLOAD_ENGINE", "gsutil", "native"),
+    ],
+)
+def test_bad_network_settings_are_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValidationError, match=message):
+        settings_for("http://127.0.0.1:9", "b", tmp_path)
