@@ -32,10 +32,11 @@ from services.common.credentials import (
 )
 from services.common.errors import BucketPermissionDenied
 from services.common.network import BucketNetwork
-from services.remote_model_puller.app import make_downloader, media_tokens
+from services.remote_model_puller.app import create_app, make_downloader, media_tokens
 from services.remote_model_puller.download import ObjectSpec, Progress
 from services.remote_model_puller.media import MediaReader
 from services.remote_model_puller.settings import Settings
+from tests.remote_model_puller.conftest import tree, upload_version, write_fake_model
 from tests.remote_model_puller.proxy import Misbehaviour, gcs_proxy
 from tests.support.gcs import FakeGcs
 from tests.support.tokens import REFRESH_TOKEN, SUBJECT_TOKEN, TokenServer, token_server
@@ -299,3 +300,31 @@ def test_the_metadata_server_serves_a_process_without_a_credentials_file(
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result == {"type": "google.auth.compute_engine.credentials", "bytes": len(DATA)}
     assert "metadata" in tokens.grants and rules.unauthorized == 0
+
+
+async def test_the_puller_app_uses_one_credentials_object_for_listing_and_downloads(
+    gate: tuple[str, Misbehaviour], tokens: TokenServer, bucket: storage.Bucket, tmp_path: Path
+) -> None:
+    gate_url, rules = gate
+    upload_version(bucket, write_fake_model(tmp_path / "src", 3), "ranker", "3")
+    write_credentials("authorized_user", tmp_path / "gcloud", tokens)
+    settings = settings_for(
+        gate_url,
+        bucket,
+        tmp_path,
+        tokens,
+        cloudsdk_config=tmp_path / "gcloud",
+        quiet_period_seconds=0,
+        disk_margin_bytes=0,
+        master_url="http://127.0.0.1:9",
+    )
+    (tmp_path / "state").mkdir()
+    app = create_app(settings, start_workers=False)
+    async with app.router.lifespan_context(app):
+        worker = app.state.runtime.worker
+        assert await worker.run_now(), worker.last_error
+        media = worker.downloader.reader
+    assert tree(settings.local_model_directory / "ranker" / "3") == tree(tmp_path / "src" / "3")
+    assert rules.unauthorized == 0 and media.requests == 4
+    # The listing fetched the token; the media reads used it: one credentials object behind both clients.
+    assert media._auth.refreshes == 0 and media._auth.credentials.token in tokens.issued
