@@ -32,7 +32,7 @@ from services.remote_model_puller.sync import SyncWorker  # noqa: E402
 def build_worker(settings: Settings) -> tuple[SyncWorker, Downloader, storage.Client]:
     """The puller's sync worker as the service wires it, without the HTTP app around it."""
     client = make_client(settings)
-    downloader = make_downloader(settings, None)
+    downloader = make_downloader(settings, None, client)
     worker = SyncWorker(
         settings,
         client=client,
@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--state", required=True, type=Path)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--range-mib", type=int, default=None)
+    parser.add_argument("--engine", choices=["native", "sdk"], default="native", help="FLEET_DOWNLOAD_ENGINE")
     args = parser.parse_args()
     tuning: dict[str, int] = {}
     if args.workers:
@@ -82,6 +83,7 @@ def main() -> None:
         state_dir=args.state,
         quiet_period_seconds=0,
         disk_margin_bytes=0,
+        download_engine=args.engine,
     )
     print(json.dumps(asyncio.run(one_pass(settings))))
 

@@ -248,10 +248,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--sets", nargs="*", help="only these sets")
     parser.add_argument("--puller-workers", type=int, help="override FLEET_DOWNLOAD_WORKERS for the puller")
+    parser.add_argument("--puller-engine", choices=["native", "sdk"], help="FLEET_DOWNLOAD_ENGINE for the puller")
     parser.add_argument("--rounds", type=int, help="runs per contestant, order reversed each round (2; smoke 1)")
     args = parser.parse_args()
     if args.puller_workers:
         PULLER_ARGS.extend(["--workers", str(args.puller_workers)])
+    if args.puller_engine:
+        PULLER_ARGS.extend(["--engine", args.puller_engine])
     sets = SMOKE_SETS if args.smoke else FULL_SETS
     rounds = args.rounds or (1 if args.smoke else 2)
     if args.sets:

@@ -1,8 +1,8 @@
 """Google Cloud Storage access shared by the puller and master.
 
-A client factory honouring ``STORAGE_EMULATOR_HOST`` and explicit credentials, a listing helper that
-asks only for the fields the completeness rule needs, and the translation of google.api_core / requests
-exceptions into the project's error tree (by type and status code, never by message).
+A client factory honouring ``STORAGE_EMULATOR_HOST``, the one credentials loader, the CA bundle and the
+proxy; a listing helper that asks only for the fields the completeness rule needs, and the translation
+of google.api_core / requests exceptions into the project's error tree (by type and status code, never by message).
 
 The google-cloud-storage client is synchronous: async callers run these functions with
 ``asyncio.to_thread``.
@@ -19,17 +19,27 @@ from typing import TypeVar
 import requests
 from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry
-from google.auth.credentials import AnonymousCredentials
+from google.auth import exceptions as auth_exceptions
+from google.auth.credentials import AnonymousCredentials, Credentials
 from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY, ConditionalRetryPolicy, is_generation_specified
 
 from services.common.completeness import RemoteObject
+from services.common.credentials import READ_ONLY_SCOPE, authorized_session, load_credentials
 from services.common.errors import BucketError, BucketNotFound, BucketPermissionDenied, PreconditionFailed
+from services.common.network import BucketNetwork
 from services.common.settings import BucketSettings
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+VENDOR_ERRORS = (
+    gexc.GoogleAPIError,
+    auth_exceptions.GoogleAuthError,
+    requests.RequestException,
+    ConnectionError,
+    TimeoutError,
+)
 
 LIST_FIELDS = "items(name,size,generation,updated,crc32c),nextPageToken,prefixes"
 FLEET_PREFIX = "_fleet/"
@@ -46,21 +56,32 @@ def bounded_retry(timeout: float) -> Retry:
     return retry
 
 
-def make_client(settings: BucketSettings) -> storage.Client:
-    """A storage client for the configured bucket (emulator, explicit credentials, or ADC)."""
-    if settings.storage_emulator_host:
-        host = settings.storage_emulator_host
-        if not host.startswith(("http://", "https://")):
-            host = "http://" + host
-        return storage.Client(
-            project=settings.gcs_project,
-            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-            client_options={"api_endpoint": host},
-        )
-    creds_file = settings.credentials_file()
-    if creds_file is not None:
-        return storage.Client.from_service_account_json(str(creds_file))
-    return storage.Client(project=settings.gcs_project)
+def emulator_endpoint(settings: BucketSettings) -> str | None:
+    """``STORAGE_EMULATOR_HOST`` as a URL (``http://`` added when it names only host:port), or None."""
+    host = settings.storage_emulator_host
+    if not host:
+        return None
+    return host if host.startswith(("http://", "https://")) else "http://" + host
+
+
+def make_client(settings: BucketSettings, *, scopes: list[str] | None = None) -> storage.Client:
+    """A storage client for the configured bucket (the emulator or GCS), with the credentials of
+    :func:`~services.common.credentials.load_credentials` and the CA bundle / proxy of the settings.
+
+    ``scopes``: read-only unless given (master asks for read-write)."""
+    return client_with(settings, load_credentials(settings, scopes=scopes or [READ_ONLY_SCOPE]))
+
+
+def client_with(settings: BucketSettings, credentials: Credentials | None) -> storage.Client:
+    """A storage client using ``credentials`` (None: anonymous), so one credentials object can serve it
+    and the puller's media client alike."""
+    endpoint = emulator_endpoint(settings)
+    return storage.Client(
+        project=settings.gcs_project,
+        credentials=credentials or AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        client_options={"api_endpoint": endpoint} if endpoint else None,
+        _http=authorized_session(credentials, BucketNetwork.from_settings(settings)),
+    )
 
 
 def translate(exc: BaseException, what: str) -> BaseException:
@@ -75,6 +96,10 @@ def translate(exc: BaseException, what: str) -> BaseException:
         return BucketError(f"{what}: bucket unavailable ({type(exc).__name__})")
     if isinstance(exc, gexc.GoogleAPICallError):
         return BucketError(f"{what}: {type(exc).__name__} {exc.code}", retryable=False)
+    if isinstance(exc, auth_exceptions.RefreshError):
+        return BucketPermissionDenied(f"{what}: token refresh refused ({exc})", retryable=False)
+    if isinstance(exc, auth_exceptions.TransportError):
+        return BucketError(f"{what}: token endpoint unreachable ({exc})")
     if isinstance(exc, requests.RequestException | ConnectionError | TimeoutError):
         return BucketError(f"{what}: bucket unreachable ({type(exc).__name__})")
     return exc
@@ -84,7 +109,7 @@ def call(what: str, fn: Callable[[], T]) -> T:
     """Run one bucket call, translating vendor errors."""
     try:
         return fn()
-    except (gexc.GoogleAPIError, requests.RequestException, ConnectionError, TimeoutError) as exc:
+    except VENDOR_ERRORS as exc:
         raise translate(exc, what) from exc
 
 
@@ -139,7 +164,7 @@ def list_objects(
             page = next(pages)
         except StopIteration:
             return
-        except (gexc.GoogleAPIError, requests.RequestException, ConnectionError, TimeoutError) as exc:
+        except VENDOR_ERRORS as exc:
             raise translate(exc, what) from exc
         if stats is not None:
             stats.pages += 1

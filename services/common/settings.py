@@ -87,6 +87,21 @@ class BucketSettings(BaseSettings):
     storage_emulator_host: str | None = Field(default=None, validation_alias=AliasChoices("STORAGE_EMULATOR_HOST"))
     gcs_project: str = "modelfleet"
     gcs_timeout_seconds: float = Field(default=30.0, gt=0)
+    # auto: google-auth credentials, except anonymous against STORAGE_EMULATOR_HOST without a credentials
+    # file; google: always google-auth (file, else ADC: gcloud's file, the metadata server); anonymous: never.
+    gcs_auth: Literal["auto", "google", "anonymous"] = "auto"
+    # The media client refreshes an access token this long before it expires (google-auth's own
+    # threshold, used by the SDK's session, is 3 min 45 s).
+    gcs_token_refresh_margin_seconds: float = Field(default=300.0, ge=0)
+    # OAuth token endpoint for authorized_user / service-account credentials (Private Service Connect,
+    # a test stand-in). google-auth ignores an authorized_user file's own token_uri on purpose (a file
+    # from elsewhere must not send the refresh token anywhere), so the operator's setting is the one way.
+    gcs_token_uri: str | None = None
+    # Network of the bucket clients, under the names requests, curl and OpenSSL read.
+    requests_ca_bundle: Path | None = Field(default=None, validation_alias=AliasChoices("REQUESTS_CA_BUNDLE"))
+    ssl_cert_file: Path | None = Field(default=None, validation_alias=AliasChoices("SSL_CERT_FILE"))
+    https_proxy: str | None = Field(default=None, validation_alias=AliasChoices("HTTPS_PROXY", "https_proxy"))
+    no_proxy: str | None = Field(default=None, validation_alias=AliasChoices("NO_PROXY", "no_proxy"))
     complete_marker: str | None = None
     quiet_period_seconds: float = Field(default=60.0, ge=0)
 
@@ -104,6 +119,21 @@ class BucketSettings(BaseSettings):
         if "/" in value:
             raise ValueError("FLEET_COMPLETE_MARKER must be a plain object name such as _COMPLETE")
         return value or None  # empty = no marker (lets a stack file pass ${VAR:-})
+
+    @field_validator("https_proxy")
+    @classmethod
+    def _proxy_url(cls, value: str | None) -> str | None:
+        value = (value or "").strip()
+        if value and not value.startswith("http://") and "://" in value:
+            raise ValueError("HTTPS_PROXY must be an http:// proxy URL (http://[user:pass@]host:port)")
+        return value or None
+
+    @field_validator("requests_ca_bundle", "ssl_cert_file")
+    @classmethod
+    def _ca_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"CA bundle {value} is not a readable file")
+        return value
 
     @property
     def bucket_name(self) -> str:
@@ -124,6 +154,10 @@ class BucketSettings(BaseSettings):
             if candidate.is_file():
                 return candidate
         return None
+
+    def ca_bundle(self) -> Path | None:
+        """The CA bundle that replaces the system store for bucket TLS: REQUESTS_CA_BUNDLE, else SSL_CERT_FILE."""
+        return self.requests_ca_bundle or self.ssl_cert_file
 
 
 def read_token_file(path: Path | None) -> str | None:

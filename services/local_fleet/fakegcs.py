@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import ssl
 import subprocess
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
+import requests
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
@@ -34,8 +36,10 @@ class FakeGcs:
         root: Path | None = None,
         host: str = "127.0.0.1",
         preload: Path | None = None,
+        tls: tuple[Path, Path, Path] | None = None,
     ) -> None:
         self.host = host
+        self.tls = tls  # (server certificate, its private key, the CA bundle that verifies it): https
         self.preload = preload
         self.port = port or free_port()
         self.backend = backend
@@ -49,11 +53,15 @@ class FakeGcs:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     def start(self, timeout: float = 15.0) -> None:
         """Start the emulator and wait until it answers."""
-        args = [str(emulator_binary()), "-scheme", "http", "-host", self.host, "-port", str(self.port)]
+        scheme = "https" if self.tls else "http"
+        args = [str(emulator_binary()), "-scheme", scheme, "-host", self.host, "-port", str(self.port)]
+        if self.tls:
+            args += ["-cert-location", str(self.tls[0]), "-private-key-location", str(self.tls[1])]
+        context = ssl.create_default_context(cafile=str(self.tls[2])) if self.tls else None
         args += ["-external-url", self.url, "-public-host", f"{self.host}:{self.port}"]
         args += ["-backend", self.backend, "-log-level", "warn"]
         if self.backend == "filesystem":
@@ -67,7 +75,7 @@ class FakeGcs:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"fake-gcs-server exited: {self.log_path.read_text()[-2000:]}")
             try:
-                with urllib.request.urlopen(f"{self.url}/storage/v1/b", timeout=1):
+                with urllib.request.urlopen(f"{self.url}/storage/v1/b", timeout=1, context=context):
                     return
             except OSError:
                 time.sleep(0.05)
@@ -88,10 +96,16 @@ class FakeGcs:
 
     def client(self) -> storage.Client:
         """A google-cloud-storage client pointed at this emulator."""
+        session = None
+        if self.tls:
+            session = requests.Session()
+            session.trust_env = False  # loopback: no proxy, and REQUESTS_CA_BUNDLE must not replace the CA
+            session.verify = str(self.tls[2])
         return storage.Client(
             project="test",
             credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
             client_options={"api_endpoint": self.url},
+            _http=session,
         )
 
     def env(self) -> dict[str, str]:

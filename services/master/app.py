@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.common import gcs
+from services.common.credentials import READ_WRITE_SCOPE
 from services.common.health import Check, Health, HealthBounds, WritableDir, health_response
 from services.common.http import require_token
 from services.common.problems import install_problem_handlers, problem_response
@@ -63,7 +64,7 @@ def create_app(
             stack.push_async_callback(client.close)
             bucket_client = gcs_client
             if bucket_client is None:
-                bucket_client = gcs.make_client(settings)
+                bucket_client = gcs.make_client(settings, scopes=[READ_WRITE_SCOPE])
                 stack.callback(gcs.close_client, bucket_client)
             poller = Poller(
                 registry,

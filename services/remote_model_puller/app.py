@@ -2,73 +2,68 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
+from google.auth.credentials import Credentials
 from google.cloud import storage
 
-from services.common.gcs import close_client, make_client
+from services.common.credentials import READ_ONLY_SCOPE, TokenSource, load_credentials
+from services.common.gcs import client_with, close_client, emulator_endpoint, make_client
 from services.common.health import node_health
 from services.common.http import make_async_client
+from services.common.network import BucketNetwork
 from services.common.problems import install_problem_handlers
 from services.common.registration import Registrar
 from services.common.settings import prepare_state_dir
 from services.remote_model_puller.api import make_router
-from services.remote_model_puller.download import Downloader, EngineOptions, HeaderSource
+from services.remote_model_puller.download import Downloader, EngineOptions
 from services.remote_model_puller.local import LocalStore
 from services.remote_model_puller.metrics import PullerMetrics
 from services.remote_model_puller.runtime import Runtime
+from services.remote_model_puller.sdkreader import SdkRangeReader
 from services.remote_model_puller.settings import Settings
 from services.remote_model_puller.sync import SyncWorker
 
-READ_ONLY_SCOPE = "https://www.googleapis.com/auth/devstorage.read_only"
 
-
-def gcs_auth_headers(settings: Settings) -> HeaderSource | None:
-    """Authorization headers for raw media reads: none for the emulator, else google-auth credentials
-    (GOOGLE_APPLICATION_CREDENTIALS / $CLOUDSDK_CONFIG ADC file / ambient ADC), refreshed when expired."""
-    if settings.storage_emulator_host:
+def media_tokens(settings: Settings, credentials: Credentials | None) -> TokenSource | None:
+    """Bearer tokens for the native media client from ``credentials`` (None: anonymous)."""
+    if credentials is None:
         return None
-    import google.auth
-    from google.auth.transport.requests import Request
-
-    creds_file = settings.credentials_file()
-    if creds_file is not None:
-        credentials, _ = google.auth.load_credentials_from_file(  # type: ignore[no-untyped-call]
-            str(creds_file), scopes=[READ_ONLY_SCOPE]
-        )
-    else:
-        credentials, _ = google.auth.default(scopes=[READ_ONLY_SCOPE])
-    lock = threading.Lock()
-    request = Request()
-
-    def headers() -> dict[str, str]:
-        with lock:
-            if not credentials.valid:
-                credentials.refresh(request)
-            return {"Authorization": f"Bearer {credentials.token}"}
-
-    return headers
+    return TokenSource(
+        credentials,
+        network=BucketNetwork.from_settings(settings),
+        margin_seconds=settings.gcs_token_refresh_margin_seconds,
+    )
 
 
-def make_downloader(settings: Settings, headers: HeaderSource | None) -> Downloader:
-    endpoint = settings.gcs_endpoint
-    if settings.storage_emulator_host:
-        endpoint = settings.storage_emulator_host
-        if not endpoint.startswith(("http://", "https://")):
-            endpoint = "http://" + endpoint
+def make_downloader(settings: Settings, auth: TokenSource | None, client: storage.Client | None = None) -> Downloader:
+    """The download engine: the native media client, or google-cloud-storage's downloads through
+    ``client`` with ``FLEET_DOWNLOAD_ENGINE=sdk`` (same verification and durability)."""
     options = EngineOptions(
         workers=settings.download_workers,
         range_bytes=settings.download_range_bytes,
         buffer_bytes=settings.download_buffer_bytes,
         timeout_seconds=settings.gcs_timeout_seconds,
         attempts=settings.download_attempts,
+        retry_deadline_seconds=settings.download_retry_deadline_seconds,
         direct_io=settings.download_direct_io,
     )
-    return Downloader(endpoint=endpoint, bucket=settings.bucket_name, options=options, headers=headers)
+    endpoint = emulator_endpoint(settings) or settings.gcs_endpoint
+    reader = None
+    if settings.download_engine == "sdk":
+        reader = SdkRangeReader(
+            client=client if client is not None else make_client(settings),
+            bucket=settings.bucket_name,
+            timeout=settings.gcs_timeout_seconds,
+            buffer_bytes=settings.download_buffer_bytes,
+        )
+    network = BucketNetwork.from_settings(settings)
+    return Downloader(
+        endpoint=endpoint, bucket=settings.bucket_name, options=options, auth=auth, network=network, reader=reader
+    )
 
 
 def create_app(
@@ -85,11 +80,14 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            # One credentials object for the listing client and the media client (one token, refreshed once).
+            credentials = load_credentials(settings, scopes=[READ_ONLY_SCOPE])
             client = gcs_client
             if client is None:
-                client = make_client(settings)
+                client = client_with(settings, credentials)
                 stack.callback(close_client, client)
-            downloader = make_downloader(settings, gcs_auth_headers(settings))
+            auth = media_tokens(settings, credentials) if settings.download_engine == "native" else None
+            downloader = make_downloader(settings, auth, client)
             stack.callback(downloader.close)
             http = http_client
             if http is None:

@@ -1,9 +1,11 @@
 """The download engine: one version's objects into a staging directory, fast, verified and durable.
 
 - Raw HTTP to the GCS JSON API media endpoint (:mod:`.media`: one keep-alive connection and one buffer
-  per worker thread), every request pinned to the generation seen in the listing (``generation=``): a
+  per worker thread; or google-cloud-storage with ``FLEET_DOWNLOAD_ENGINE=sdk``, :mod:`.sdkreader`),
+  every request pinned to the generation seen in the listing (``generation=``): a
   replaced object answers 404 and the whole version is abandoned (:class:`GenerationChanged`) so the
-  caller restarts it from a new listing.
+  caller restarts it from a new listing. A retryable failure (429, 5xx, a dropped connection) is retried
+  with jittered exponential backoff within ``attempts`` and ``retry_deadline_seconds``.
 - Concurrency across objects and across ranges of large objects: the work is a flat queue of
   ``(object, byte range)`` tasks run by ``workers`` threads; ranges are written in place with
   ``os.pwrite`` into a preallocated file, so memory stays at ``workers * buffer_bytes``.
@@ -26,12 +28,22 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_random_exponential,
+)
 
+from services.common.credentials import TokenSource
 from services.common.errors import BucketError, IntegrityError
+from services.common.network import BucketNetwork
 from services.remote_model_puller.crc import combine_parts, from_gcs_base64, to_gcs_base64
-from services.remote_model_puller.media import DownloadCancelled, GenerationChanged, HeaderSource, MediaReader
+from services.remote_model_puller.media import DownloadCancelled, GenerationChanged, MediaReader, Sink
 from services.remote_model_puller.native import HashBuffer, start_writeback, syncfs
 from services.remote_model_puller.objectfile import DIRECT_ALIGN, ObjectFile, ObjectSpec
 
@@ -40,9 +52,9 @@ __all__ = [
     "Downloader",
     "EngineOptions",
     "GenerationChanged",
-    "HeaderSource",
     "ObjectSpec",
     "Progress",
+    "RangeReader",
 ]
 
 logger = logging.getLogger(__name__)
@@ -81,6 +93,9 @@ class EngineOptions:
     buffer_bytes: int = 1 * MiB
     timeout_seconds: float = 30.0
     attempts: int = 3
+    #: Retryable failures of a range (429, 5xx, a dropped connection) are retried with jittered
+    #: exponential backoff until ``attempts`` or until this long after the first try, whichever is first.
+    retry_deadline_seconds: float = 60.0
     direct_io: bool = True
 
     def __post_init__(self) -> None:
@@ -93,19 +108,39 @@ Stop = Callable[[], bool]
 WRITEBACK_BYTES = 8 * MiB  # page-cache writes: start writeback every this many bytes (and at a range's end)
 
 
+class RangeReader(Protocol):
+    """Where the bytes come from: the native media client (:class:`MediaReader`) or the SDK
+    (:class:`~services.remote_model_puller.sdkreader.SdkRangeReader`)."""
+
+    requests: int
+
+    def read_range(self, name: str, generation: int, start: int, end: int, sink: Sink, stop: Stop) -> int: ...
+
+
 class Downloader:
-    """Fetch objects of one bucket with a pool of ``workers`` threads (reusable; close() at the end)."""
+    """Fetch objects of one bucket with a pool of ``workers`` threads (reusable; close() at the end).
+
+    Without ``reader``, bytes come from the native media client on ``endpoint`` (``auth`` and
+    ``network`` for it); with one, from that reader. Verification and durability are the same."""
 
     def __init__(
-        self, *, endpoint: str, bucket: str, options: EngineOptions, headers: HeaderSource | None = None
+        self,
+        *,
+        endpoint: str,
+        bucket: str,
+        options: EngineOptions,
+        auth: TokenSource | None = None,
+        network: BucketNetwork | None = None,
+        reader: RangeReader | None = None,
     ) -> None:
         self.options = options
-        self.reader = MediaReader(
+        self.reader: RangeReader = reader or MediaReader(
             endpoint=endpoint,
             bucket=bucket,
             timeout=options.timeout_seconds,
             buffer_bytes=options.buffer_bytes,
-            headers=headers,
+            auth=auth,
+            network=network,
         )
         self._pool = ThreadPoolExecutor(max_workers=max(options.workers, 1), thread_name_prefix="download")
 
@@ -180,18 +215,31 @@ class Downloader:
         return states
 
     def _run_range(self, state: ObjectFile, index: int, progress: Progress, stop: Stop) -> None:
+        def log_retry(attempt: RetryCallState) -> None:
+            error = attempt.outcome.exception() if attempt.outcome is not None else None
+            logger.warning(
+                "range read failed, retrying in %.2f s: %s",
+                attempt.upcoming_sleep,
+                getattr(error, "detail", error),
+                extra={"object": state.spec.name, "attempt": attempt.attempt_number},
+            )
+
+        def pause(seconds: float) -> None:  # a stop (shutdown, a sibling failed) cuts the backoff short
+            until = time.monotonic() + seconds
+            while not stop() and time.monotonic() < until:
+                time.sleep(min(0.05, max(until - time.monotonic(), 0)))
+            if stop():
+                raise DownloadCancelled("download cancelled")
+
         retrying = Retrying(
-            stop=stop_after_attempt(self.options.attempts),
-            wait=wait_random_exponential(multiplier=0.2, max=4.0),
             retry=retry_if_exception(lambda exc: isinstance(exc, BucketError) and exc.retryable),
-            before_sleep=_log_retry(state.spec.name),
+            stop=stop_after_attempt(self.options.attempts) | stop_before_delay(self.options.retry_deadline_seconds),
+            wait=wait_random_exponential(multiplier=0.2, max=4.0),
+            sleep=pause,
+            before_sleep=log_retry,
             reraise=True,
         )
-        for attempt in retrying:
-            with attempt:
-                if stop():
-                    raise DownloadCancelled("download cancelled")
-                crc = self._fetch_range(state, index, progress, stop)
+        crc = retrying(self._fetch_range, state, index, progress, stop)
         self._finish_range(state, index, crc, progress, stop)
 
     def _finish_range(self, state: ObjectFile, index: int, crc: int, progress: Progress, stop: Stop) -> None:
@@ -253,14 +301,3 @@ class Downloader:
         except BaseException:
             progress.add(-done)  # a retry counts these bytes again
             raise
-
-
-def _log_retry(name: str) -> Callable[[RetryCallState], None]:
-    def log(retry_state: RetryCallState) -> None:
-        exc = retry_state.outcome.exception() if retry_state.outcome is not None else None
-        detail = exc.detail if isinstance(exc, BucketError) else repr(exc)
-        logger.warning(
-            "range read failed, retrying: %s", detail, extra={"object": name, "attempt": retry_state.attempt_number}
-        )
-
-    return log

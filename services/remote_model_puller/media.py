@@ -1,6 +1,8 @@
 """Ranged, generation-pinned reads of the GCS JSON API media endpoint.
 
-Each worker thread keeps one keep-alive HTTP/1.1 connection (TLS for real GCS) and one page-aligned read
+Each worker thread keeps one keep-alive HTTP/1.1 connection (TLS for real GCS, verified against the
+system store or ``REQUESTS_CA_BUNDLE`` / ``SSL_CERT_FILE``, through an ``HTTPS_PROXY`` CONNECT tunnel
+unless ``NO_PROXY`` matches: :mod:`services.common.network`) and one page-aligned read
 buffer: bytes go from the socket into the buffer (``recv_into``, until it is full or the range ends),
 from the buffer to the file (the sink: ``os.pwrite``, ``O_DIRECT`` where possible) and through CRC32C in
 place (:mod:`.native`), no per-chunk allocation or copy, the GIL released in all three.
@@ -11,21 +13,27 @@ measured, ``http.client`` spends most of a small object's client CPU parsing hea
 It speaks only what a media GET needs: one request, a status line, headers, a body framed by
 ``Content-Length``. Anything else (chunked framing, a transcoded ``Content-Encoding``, a body whose
 length is not the range asked for) is refused with a clear error instead of being guessed at.
+
+Tokens come from :class:`~services.common.credentials.TokenSource` (the credentials object the SDK client
+uses too): refreshed before expiry, and once when the server answers 401.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
-import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
+from services.common.credentials import TokenSource
 from services.common.errors import BucketError, BucketNotFound, BucketPermissionDenied, FleetError
+from services.common.network import BucketNetwork
 from services.remote_model_puller.native import HashBuffer
 
-HeaderSource = Callable[[], dict[str, str]]
+logger = logging.getLogger(__name__)
+
 Sink = Callable[[HashBuffer, int, int], None]  # (buffer, byte count, file offset of the first byte)
 
 HEAD_LIMIT = 64 * 1024  # a response head larger than this is refused
@@ -65,10 +73,8 @@ class ResponseHead:
 class _Connection:
     """One HTTP/1.1 connection: send a GET, read the head, then read the body into caller buffers."""
 
-    def __init__(self, host: str, port: int, *, timeout: float, tls: ssl.SSLContext | None) -> None:
-        raw = socket.create_connection((host, port), timeout=timeout)
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock: socket.socket = tls.wrap_socket(raw, server_hostname=host) if tls is not None else raw
+    def __init__(self, host: str, port: int, *, timeout: float, tls: bool, network: BucketNetwork) -> None:
+        self.sock: socket.socket = network.connect(host, port, tls=tls, timeout=timeout)
         self.used = False
         self._head = bytearray(HEAD_LIMIT)
         self._pending = memoryview(b"")  # body bytes that arrived with the head
@@ -132,7 +138,14 @@ class MediaReader:
     """Thread-safe: every thread gets its own connection and buffer."""
 
     def __init__(
-        self, *, endpoint: str, bucket: str, timeout: float, buffer_bytes: int, headers: HeaderSource | None = None
+        self,
+        *,
+        endpoint: str,
+        bucket: str,
+        timeout: float,
+        buffer_bytes: int,
+        auth: TokenSource | None = None,
+        network: BucketNetwork | None = None,
     ) -> None:
         parts = urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -147,9 +160,9 @@ class MediaReader:
         self.bucket = bucket
         self.timeout = timeout
         self.buffer_bytes = buffer_bytes
-        self._headers = headers or dict
+        self._auth = auth
+        self._network = network or BucketNetwork()
         self._local = threading.local()
-        self._tls = ssl.create_default_context() if self.https else None
         self._lock = threading.Lock()
         self.requests = 0
 
@@ -165,13 +178,9 @@ class MediaReader:
         Raises GenerationChanged, BucketError (retryable or not), DownloadCancelled."""
         with self._lock:
             self.requests += 1
-        lines = [f"GET {self.path_for(name, generation)} HTTP/1.1", f"Host: {self.host_header}"]
-        lines += [f"{key}: {value}" for key, value in self._headers().items()]
-        lines += [f"Range: bytes={start}-{end - 1}", "Accept-Encoding: identity", "", ""]
-        request = "\r\n".join(lines).encode("latin-1")
         ok = False
         try:
-            connection, head = self._exchange(request)
+            connection, head = self._authorized_exchange(name, generation, start, end)
             self._check(name, generation, head, end - start)
             crc = self._stream(connection, start, end, sink, stop)
             ok = head.keep_alive and connection.drained
@@ -183,6 +192,26 @@ class MediaReader:
         finally:
             if not ok:
                 self._drop()  # the connection may hold unread bytes or be closing: never reuse it
+
+    def _request(self, name: str, generation: int, start: int, end: int, token: str | None) -> bytes:
+        lines = [f"GET {self.path_for(name, generation)} HTTP/1.1", f"Host: {self.host_header}"]
+        if token is not None:
+            lines.append(f"Authorization: Bearer {token}")
+        lines += [f"Range: bytes={start}-{end - 1}", "Accept-Encoding: identity", "", ""]
+        return "\r\n".join(lines).encode("latin-1")
+
+    def _authorized_exchange(
+        self, name: str, generation: int, start: int, end: int
+    ) -> tuple[_Connection, ResponseHead]:
+        """Send the GET with a fresh enough token; a 401 refreshes the token once and sends again."""
+        token = self._auth.token() if self._auth is not None else None
+        connection, head = self._exchange(self._request(name, generation, start, end, token))
+        if head.status != 401 or self._auth is None or token is None:
+            return connection, head
+        logger.warning("media read answered 401: refreshing the token once", extra={"object": name})
+        self._drop()  # the 401's body is unread
+        self._auth.rejected(token)
+        return self._exchange(self._request(name, generation, start, end, self._auth.token()))
 
     def _exchange(self, request: bytes) -> tuple[_Connection, ResponseHead]:
         """Send on this thread's connection; a kept-alive one the server has closed meanwhile is replaced
@@ -249,7 +278,7 @@ class MediaReader:
     def _connection(self) -> _Connection:
         connection: _Connection | None = getattr(self._local, "connection", None)
         if connection is None:
-            connection = _Connection(self.host, self.port, timeout=self.timeout, tls=self._tls)
+            connection = _Connection(self.host, self.port, timeout=self.timeout, tls=self.https, network=self._network)
             self._local.connection = connection
         return connection
 

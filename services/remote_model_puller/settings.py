@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from services.common.settings import BucketSettings, NodeSettings
@@ -20,6 +22,12 @@ class Settings(NodeSettings, BucketSettings):
     download_buffer_bytes: int = Field(default=MiB, ge=64 * 1024, multiple_of=4096, description="read size per worker")
     download_direct_io: bool = Field(default=True, description="write with O_DIRECT where the filesystem takes it")
     download_attempts: int = Field(default=3, ge=1, le=10, description="tries per range / per corrupt object")
+    download_retry_deadline_seconds: float = Field(
+        default=60.0, gt=0, description="no new try of a range starts later than this after its first"
+    )
+    download_engine: Literal["native", "sdk"] = Field(
+        default="native", description="native: the own media client; sdk: google-cloud-storage's downloads"
+    )
     disk_margin_bytes: int = Field(default=1024 * MiB, ge=0, description="free space left after a version")
     gcs_endpoint: str = Field(default="https://storage.googleapis.com", description="JSON API media endpoint")
     mass_removal_guard: bool = Field(default=True, description="freeze models that vanish from the listing")

@@ -81,7 +81,7 @@ async def make_worker(
         worker = SyncWorker(
             settings,
             client=gcs_client,
-            downloader=make_downloader(settings, None),
+            downloader=make_downloader(settings, None, gcs_client),
             store=LocalStore(settings.local_model_directory),
             metrics=PullerMetrics(),
         )

@@ -1,5 +1,6 @@
 """A real HTTP proxy in front of fake-gcs-server that can misbehave on media reads of chosen objects:
-flip a byte (a corrupted object: crc32c mismatch) or run a hook first (replace the object mid-download)."""
+flip a byte (a corrupted object: crc32c mismatch), run a hook first (replace the object mid-download),
+answer 429/5xx to the next reads, or 401 to requests whose bearer token a stand-in token server refuses."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ class Misbehaviour:
     media_reads: dict[str, int] = field(default_factory=dict)
     fail_all: int | None = None  # answer every request with this status (403: permissions revoked)
     extra_headers: dict[str, dict[str, str]] = field(default_factory=dict)  # added to media reads of an object
+    fail_next: list[int] = field(default_factory=list)  # statuses answered to the next media reads, in order
+    authorize: Callable[[str | None], bool] | None = None  # 401 for requests whose Authorization it refuses
+    unauthorized: int = 0  # requests answered 401
 
 
 @contextmanager
@@ -46,6 +50,11 @@ def gcs_proxy(upstream: str) -> Iterator[tuple[str, Misbehaviour]]:
                     b'"locationType": "region"}' % bucket_name.encode(),
                 )
                 return
+            if rules.authorize is not None and not rules.authorize(self.headers.get("Authorization")):
+                with lock:
+                    rules.unauthorized += 1
+                self._reply(401, b'{"error": {"code": 401, "message": "invalid credentials"}}')
+                return
             if rules.fail_all is not None:
                 self._reply(rules.fail_all, b'{"error": {"code": %d, "message": "denied"}}' % rules.fail_all)
                 return
@@ -55,6 +64,10 @@ def gcs_proxy(upstream: str) -> Iterator[tuple[str, Misbehaviour]]:
                 with lock:
                     rules.media_reads[name] = rules.media_reads.get(name, 0) + 1
                     hook = rules.before_read.pop(name, None)
+                    failure = rules.fail_next.pop(0) if rules.fail_next else None
+                if failure is not None:
+                    self._reply(failure, b'{"error": {"code": %d, "message": "try later"}}' % failure)
+                    return
                 if hook is not None:
                     hook()
             response = http.request(self.command, upstream + self.path, body=body, headers=headers, redirect=False)

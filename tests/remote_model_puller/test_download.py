@@ -15,9 +15,10 @@ import pytest
 from google.cloud import storage
 
 from services.remote_model_puller import objectfile
-from services.remote_model_puller.download import Downloader, EngineOptions, ObjectSpec, Progress
+from services.remote_model_puller.download import Downloader, EngineOptions, GenerationChanged, ObjectSpec, Progress
 from services.remote_model_puller.native import HashBuffer, crc32c_implementation
 from services.remote_model_puller.objectfile import BIG_OBJECT_BYTES
+from services.remote_model_puller.sdkreader import SdkRangeReader
 from tests.support.gcs import FakeGcs
 
 KiB = 1 << 10
@@ -41,11 +42,15 @@ def upload(bucket: storage.Bucket) -> tuple[list[ObjectSpec], dict[str, bytes]]:
     return specs, expected
 
 
-def fetch(fake_gcs: FakeGcs, bucket: storage.Bucket, specs: list[ObjectSpec], dest: Path, **options: Any) -> Progress:
+def fetch(
+    fake_gcs: FakeGcs, bucket: storage.Bucket, specs: list[ObjectSpec], dest: Path, *, sdk: bool = False, **options: Any
+) -> Progress:
+    reader = SdkRangeReader(client=bucket.client, bucket=bucket.name, timeout=10, buffer_bytes=BUFFER) if sdk else None
     engine = Downloader(
         endpoint=fake_gcs.url,
         bucket=bucket.name,
         options=EngineOptions(workers=4, range_bytes=RANGE, buffer_bytes=BUFFER, timeout_seconds=10, **options),
+        reader=reader,
     )
     progress = Progress(bytes_total=sum(s.size for s in specs))
     try:
@@ -59,12 +64,13 @@ def files(dest: Path) -> dict[str, bytes]:
     return {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
 
 
-@pytest.mark.parametrize("direct_io", [True, False])
+@pytest.mark.parametrize(("direct_io", "sdk"), [(True, False), (False, False), (True, True)])
 def test_every_size_arrives_byte_exact(
-    fake_gcs: FakeGcs, bucket: storage.Bucket, tmp_path: Path, direct_io: bool
+    fake_gcs: FakeGcs, bucket: storage.Bucket, tmp_path: Path, direct_io: bool, sdk: bool
 ) -> None:
+    """Both engines (the native media client; FLEET_DOWNLOAD_ENGINE=sdk) through the same sink."""
     specs, expected = upload(bucket)
-    progress = fetch(fake_gcs, bucket, specs, tmp_path / "out", direct_io=direct_io)
+    progress = fetch(fake_gcs, bucket, specs, tmp_path / "out", sdk=sdk, direct_io=direct_io)
     assert files(tmp_path / "out") == expected  # sizes included: O_DIRECT padding is trimmed
     assert progress.bytes_done == progress.bytes_total
 
@@ -126,3 +132,15 @@ def test_hash_buffer_crc_matches_google_crc32c_and_pads_with_zeros() -> None:
     assert crc32c_implementation() == "native"  # the wheel's C library is found on supported platforms
     with pytest.raises(ValueError):
         HashBuffer(1000)
+
+
+def test_sdk_engine_reports_a_replaced_object_as_changed(
+    fake_gcs: FakeGcs, bucket: storage.Bucket, tmp_path: Path
+) -> None:
+    blob = bucket.blob("m/1/saved_model.pb")
+    blob.upload_from_string(b"first")
+    blob.reload()
+    spec = ObjectSpec(blob.name, "saved_model.pb", 5, int(blob.generation or 0), blob.crc32c)
+    bucket.blob("m/1/saved_model.pb").upload_from_string(b"other")  # a new generation replaces it
+    with pytest.raises(GenerationChanged):
+        fetch(fake_gcs, bucket, [spec], tmp_path / "out", sdk=True)
