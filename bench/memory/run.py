@@ -78,7 +78,7 @@ class Sidecar:
         self.auth = {"Authorization": f"Bearer {TOKEN}"}
 
     def status(self) -> dict[str, Any]:
-        response = self.http.get("/v1/status")
+        response = self.http.get("/v1/status", headers=self.auth)
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result

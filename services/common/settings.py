@@ -31,6 +31,8 @@ class FleetSettings(BaseSettings):
     master_url: str = "http://mlmodelmanager:80"
     state_dir: Path = Path("/app")
     token_file: Path | None = None
+    # FLEET_AUTH=disabled: start without token files on a non-loopback address (services/common/auth.py).
+    auth: Literal["enabled", "disabled"] = "enabled"
     log_format: Literal["json", "text", "auto"] = "auto"
     log_level: str = "INFO"
     http_timeout_seconds: float = Field(default=5.0, gt=0)

@@ -41,35 +41,34 @@ async def readyz(reconciler: ReconcilerDep) -> dict[str, Any]:
     return {"status": "ready", "config_hash": reconciler.snapshot.config_hash}
 
 
-@router.get("/v1/status")
-async def status(request: Request, reconciler: ReconcilerDep) -> JSONResponse:
-    """Per model: serve/keep, on disk, in config, live states, labels, failed and held versions."""
-    settings = request.app.state.settings
-    payload = build_status(reconciler, hostname=settings.hostname, software_version=request.app.version)
-    registrar = request.app.state.registrar
-    payload.details["registered"] = registrar.registered if registrar is not None else None
-    payload.details["registration_error"] = registrar.last_error if registrar is not None else None
-    return JSONResponse(payload.model_dump(mode="json"))
-
-
-@router.get("/v1/config")
-async def config(reconciler: ReconcilerDep) -> dict[str, Any]:
-    """The models.config text config_manager last wrote, with its hash."""
-    snap = reconciler.snapshot
-    if not snap.config_text and reconciler.config_file.exists():
-        text = reconciler.config_file.read_text(encoding="utf-8")
-        return {"path": str(reconciler.config_file), "text": text, "hash": config_hash(text), "applied": False}
-    return {
-        "path": str(reconciler.config_file),
-        "text": snap.config_text,
-        "hash": snap.config_hash,
-        "applied": snap.config_applied,
-    }
-
-
 def protected_router(token_dependency: Any) -> APIRouter:
-    """``POST /v1/sync`` and ``POST /v1/gc`` behind the fleet token."""
+    """``GET /v1/status``, ``GET /v1/config``, ``POST /v1/sync`` and ``POST /v1/gc`` behind the fleet token
+    (``/healthz``, ``/readyz`` and ``/metrics`` stay open)."""
     protected = APIRouter(dependencies=[Depends(token_dependency)])
+
+    @protected.get("/v1/status")
+    async def status(request: Request, reconciler: ReconcilerDep) -> JSONResponse:
+        """Per model: serve/keep, on disk, in config, live states, labels, failed and held versions."""
+        settings = request.app.state.settings
+        payload = build_status(reconciler, hostname=settings.hostname, software_version=request.app.version)
+        registrar = request.app.state.registrar
+        payload.details["registered"] = registrar.registered if registrar is not None else None
+        payload.details["registration_error"] = registrar.last_error if registrar is not None else None
+        return JSONResponse(payload.model_dump(mode="json"))
+
+    @protected.get("/v1/config")
+    async def config(reconciler: ReconcilerDep) -> dict[str, Any]:
+        """The models.config text config_manager last wrote, with its hash."""
+        snap = reconciler.snapshot
+        if not snap.config_text and reconciler.config_file.exists():
+            text = reconciler.config_file.read_text(encoding="utf-8")
+            return {"path": str(reconciler.config_file), "text": text, "hash": config_hash(text), "applied": False}
+        return {
+            "path": str(reconciler.config_file),
+            "text": snap.config_text,
+            "hash": snap.config_hash,
+            "applied": snap.config_applied,
+        }
 
     @protected.post("/v1/sync", status_code=202)
     async def sync(reconciler: ReconcilerDep, model: str | None = None) -> dict[str, Any]:

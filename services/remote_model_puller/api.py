@@ -25,8 +25,10 @@ RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 
 
 def make_router(token: str | None) -> APIRouter:
-    """The puller's routes; ``POST /v1/sync`` requires the fleet token (when one is configured)."""
+    """The puller's routes; ``GET /v1/status`` and ``POST /v1/sync`` require the fleet token (when one is
+    configured); ``/healthz``, ``/readyz`` and ``/metrics`` stay open."""
     router = APIRouter()
+    fleet_token = [Depends(require_token(token))]
 
     @router.get("/healthz")
     async def healthz(runtime: RuntimeDep) -> JSONResponse:
@@ -40,13 +42,13 @@ def make_router(token: str | None) -> APIRouter:
             raise Unavailable(why, retry_after=2)
         return {"status": "ready"}
 
-    @router.get("/v1/status")
+    @router.get("/v1/status", dependencies=fleet_token)
     async def status(runtime: RuntimeDep) -> JSONResponse:
         ready, _ = runtime.readiness()
         payload = build_status(runtime.worker, ready=ready, registrar=runtime.registrar)
         return JSONResponse(payload.model_dump(mode="json", by_alias=True))
 
-    @router.post("/v1/sync", status_code=202, dependencies=[Depends(require_token(token))])
+    @router.post("/v1/sync", status_code=202, dependencies=fleet_token)
     async def sync(
         runtime: RuntimeDep, model: Annotated[str | None, Query(description="sync only this model")] = None
     ) -> dict[str, Any]:

@@ -6,7 +6,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.common.contracts import Alarm
 
-ALARM_KINDS = ("mass-removal", "disk-full", "desired-state-invalid", "bucket-unreachable", "download-failed")
+ALARM_KINDS = (
+    "mass-removal",
+    "disk-full",
+    "desired-state-invalid",
+    "desired-state-missing",
+    "desired-state-reset",
+    "bucket-unreachable",
+    "download-failed",
+)
 
 
 class PullerMetrics:

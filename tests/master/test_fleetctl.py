@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from services.master.fleetctl import app
 from tests.master.conftest import MasterHandle, register
-from tests.master.support import ADMIN_TOKENS, StandInSidecar, free_port, node_model, put_version
+from tests.master.support import ADMIN_TOKENS, READ_TOKEN, StandInSidecar, free_port, node_model, put_version
 
 runner = CliRunner()
 
@@ -141,6 +141,10 @@ def test_sync_and_gc_and_readable_errors(fleet: tuple[MasterHandle, dict[str, St
     code, out = fleetctl(master, "sync", token=None)
     assert code == 1 and "401" in out and "FLEETCTL_TOKEN" in out
     code, out = fleetctl(master, "pin", "1", token="wrong")
-    assert code == 1 and "403" in out
+    assert code == 1 and "401" in out
+    code, out = fleetctl(master, "pin", "1", token=READ_TOKEN)
+    assert code == 1 and "403" in out and "admin token" in out
+    code, out = fleetctl(master, "status", token=READ_TOKEN)
+    assert code == 0, out
     code, out = fleetctl(f"http://127.0.0.1:{free_port()}", "status")
     assert code == 2 and "cannot reach master" in out
