@@ -148,3 +148,22 @@ def test_sync_and_gc_and_readable_errors(fleet: tuple[MasterHandle, dict[str, St
     assert code == 0, out
     code, out = fleetctl(f"http://127.0.0.1:{free_port()}", "status")
     assert code == 2 and "cannot reach master" in out
+
+
+def test_a_model_gone_from_the_bucket_that_nodes_serve_can_be_retired(
+    fleet: tuple[MasterHandle, dict[str, StandInSidecar]], bucket: storage.Bucket
+) -> None:
+    master, nodes = fleet
+    code, out = fleetctl(master, "retire", "legacy")
+    assert code == 1 and "404" in out  # neither in the bucket nor served anywhere
+    nodes["node-1/config_manager"].models["legacy"] = node_model([3], [3])
+    with master.client() as client:
+        client.get("/v1/cluster", params={"refresh": "true"})
+        listed = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    assert listed["legacy"]["in_bucket"] is False and listed["legacy"]["complete_versions"] == []
+    code, out = fleetctl(master, "retire", "legacy")
+    assert code == 0, out
+    state = json.loads(bucket.blob("models/_fleet/state.json").download_as_bytes())
+    assert state["models"]["legacy"]["enabled"] is False
+    code, out = fleetctl(master, "pin", "legacy", "3")
+    assert code == 1 and "422" in out  # nothing to pin: version 3 is not in the bucket
