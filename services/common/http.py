@@ -8,10 +8,10 @@ from typing import Any
 import httpx
 from fastapi import Request
 
-from services.common.auth import tokens_match
+from services.common.auth import TokenBook, tokens_match
 from services.common.errors import Unauthorized
 
-__all__ = ["bearer_token", "make_async_client", "require_token", "tokens_match"]
+__all__ = ["bearer_token", "make_async_client", "require_reader", "require_token", "tokens_match"]
 
 
 def make_async_client(
@@ -42,6 +42,21 @@ def bearer_token(request: Request) -> str:
     if scheme.lower() != "bearer" or not value.strip():
         raise Unauthorized("missing bearer token", hint="send 'Authorization: Bearer <token>'")
     return value.strip()
+
+
+def require_reader(fleet_token: str | None, tokens: TokenBook | None) -> Callable[[Request], Coroutine[Any, Any, None]]:
+    """A sidecar's read routes: the fleet token (master's polls) or any token of the tokens file (a
+    ``read`` or ``admin`` one); 401 otherwise. No check when neither is configured."""
+
+    async def dependency(request: Request) -> None:
+        if fleet_token is None and tokens is None:
+            return
+        given = bearer_token(request)
+        fleet_ok = fleet_token is not None and tokens_match(given, fleet_token)
+        if not fleet_ok and (tokens is None or tokens.match(given) is None):
+            raise Unauthorized("token not accepted")
+
+    return dependency
 
 
 def require_token(expected: str | None) -> Callable[[Request], Coroutine[Any, Any, None]]:

@@ -41,12 +41,13 @@ async def readyz(reconciler: ReconcilerDep) -> dict[str, Any]:
     return {"status": "ready", "config_hash": reconciler.snapshot.config_hash}
 
 
-def protected_router(token_dependency: Any) -> APIRouter:
-    """``GET /v1/status``, ``GET /v1/config``, ``POST /v1/sync`` and ``POST /v1/gc`` behind the fleet token
-    (``/healthz``, ``/readyz`` and ``/metrics`` stay open)."""
-    protected = APIRouter(dependencies=[Depends(token_dependency)])
+def protected_router(token_dependency: Any, read_dependency: Any) -> APIRouter:
+    """``POST /v1/sync`` and ``POST /v1/gc`` behind the fleet token; ``GET /v1/status`` and ``GET /v1/config``
+    behind the fleet token or a token of the tokens file (``/healthz``, ``/readyz``, ``/metrics`` stay open)."""
+    protected = APIRouter()
+    writes = [Depends(token_dependency)]
 
-    @protected.get("/v1/status")
+    @protected.get("/v1/status", dependencies=[Depends(read_dependency)])
     async def status(request: Request, reconciler: ReconcilerDep) -> JSONResponse:
         """Per model: serve/keep, on disk, in config, live states, labels, failed and held versions."""
         settings = request.app.state.settings
@@ -56,7 +57,7 @@ def protected_router(token_dependency: Any) -> APIRouter:
         payload.details["registration_error"] = registrar.last_error if registrar is not None else None
         return JSONResponse(payload.model_dump(mode="json"))
 
-    @protected.get("/v1/config")
+    @protected.get("/v1/config", dependencies=[Depends(read_dependency)])
     async def config(reconciler: ReconcilerDep) -> dict[str, Any]:
         """The models.config text config_manager last wrote, with its hash."""
         snap = reconciler.snapshot
@@ -70,13 +71,13 @@ def protected_router(token_dependency: Any) -> APIRouter:
             "applied": snap.config_applied,
         }
 
-    @protected.post("/v1/sync", status_code=202)
+    @protected.post("/v1/sync", status_code=202, dependencies=writes)
     async def sync(reconciler: ReconcilerDep, model: str | None = None) -> dict[str, Any]:
         """Start a reconcile pass now; returns at once (status shows progress)."""
         reconciler.trigger(model)
         return {"accepted": True, "syncing": reconciler.running}
 
-    @protected.post("/v1/gc", status_code=202)
+    @protected.post("/v1/gc", status_code=202, dependencies=writes)
     async def gc(reconciler: ReconcilerDep) -> dict[str, Any]:
         """Start a pass that ends with GC; returns at once with the last GC report."""
         reconciler.trigger()

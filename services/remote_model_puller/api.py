@@ -8,10 +8,11 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from services.common.auth import TokenBook
 from services.common.contracts import validate_model_name
 from services.common.errors import Unavailable
 from services.common.health import health_response
-from services.common.http import require_token
+from services.common.http import require_reader, require_token
 from services.remote_model_puller.runtime import Runtime
 from services.remote_model_puller.status import build_status
 
@@ -24,11 +25,12 @@ def _runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 
 
-def make_router(token: str | None) -> APIRouter:
-    """The puller's routes; ``GET /v1/status`` and ``POST /v1/sync`` require the fleet token (when one is
-    configured); ``/healthz``, ``/readyz`` and ``/metrics`` stay open."""
+def make_router(token: str | None, readers: TokenBook | None = None) -> APIRouter:
+    """The puller's routes; ``POST /v1/sync`` requires the fleet token, ``GET /v1/status`` the fleet token
+    or a token of the tokens file (when configured); ``/healthz``, ``/readyz`` and ``/metrics`` stay open."""
     router = APIRouter()
     fleet_token = [Depends(require_token(token))]
+    reader = [Depends(require_reader(token, readers))]
 
     @router.get("/healthz")
     async def healthz(runtime: RuntimeDep) -> JSONResponse:
@@ -42,7 +44,7 @@ def make_router(token: str | None) -> APIRouter:
             raise Unavailable(why, retry_after=2)
         return {"status": "ready"}
 
-    @router.get("/v1/status", dependencies=fleet_token)
+    @router.get("/v1/status", dependencies=reader)
     async def status(runtime: RuntimeDep) -> JSONResponse:
         ready, _ = runtime.readiness()
         payload = build_status(runtime.worker, ready=ready, registrar=runtime.registrar)

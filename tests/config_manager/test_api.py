@@ -21,6 +21,7 @@ from tests.support.serving import free_port
 
 TOKEN = "fleet-secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+READ_TOKEN = "read-only"
 
 
 @contextlib.asynccontextmanager
@@ -69,6 +70,8 @@ def api_settings(tmp_path: Path, *, grpc_target: str, **overrides: object) -> Se
     tmp_path.mkdir(parents=True, exist_ok=True)
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
+    tokens_file = tmp_path / "tokens"
+    tokens_file.write_text(f"read grafana:{READ_TOKEN}\n")
     values: dict[str, object] = {
         "port": free_port(),
         "hostname": "node-1",
@@ -76,6 +79,7 @@ def api_settings(tmp_path: Path, *, grpc_target: str, **overrides: object) -> Se
         "tensorflow_serving_config_file": tmp_path / "serving_config" / "models.config",
         "tensorflow_serving_grpc_target": grpc_target,
         "token_file": token_file,
+        "admin_tokens_file": tokens_file,
         "master_url": f"http://127.0.0.1:{free_port()}",  # nobody listens: registration just retries
         "sync_interval_seconds": 300.0,
         "watch_interval_seconds": 0.2,
@@ -98,8 +102,11 @@ async def test_api_without_tfserving_is_alive_not_ready_and_changes_nothing(tmp_
         assert ready.status_code == 503 and ready.headers["content-type"].startswith("application/problem+json")
         assert (await client.post("/v1/sync")).status_code == 401
         assert (await client.post("/v1/sync", headers={"Authorization": "Bearer nope"})).status_code == 401
-        for read in ("/v1/status", "/v1/config"):  # reads need the fleet token too; health and metrics do not
+        reader = {"Authorization": f"Bearer {READ_TOKEN}"}
+        for read in ("/v1/status", "/v1/config"):  # reads need a token too; health and metrics do not
             assert (await client.get(read)).status_code == 401
+            assert (await client.get(read, headers=reader)).status_code == 200  # a read token of the tokens file
+        assert (await client.post("/v1/sync", headers=reader)).status_code == 401  # writes: the fleet token only
         auth = {"Authorization": f"Bearer {TOKEN}"}
         assert (await client.post("/v1/sync", headers=auth)).status_code == 202
         assert (await client.post("/v1/gc", headers=auth)).status_code == 202
