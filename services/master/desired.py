@@ -263,7 +263,7 @@ class DesiredStore:
         )
         finish = asyncio.ensure_future(self._landed(write, document, audit_entry))
         self._writes.add(finish)
-        finish.add_done_callback(self._writes.discard)
+        finish.add_done_callback(self._write_done)
         try:
             return await asyncio.wait_for(asyncio.shield(finish), self.deadline)
         except TimeoutError:
@@ -271,6 +271,11 @@ class DesiredStore:
                 f"write desired state: no answer within {self.deadline:g}s; it may still land (its audit entry "
                 "follows): re-read before retrying"
             ) from None
+
+    def _write_done(self, finish: asyncio.Future[tuple[int, str | None]]) -> None:
+        self._writes.discard(finish)
+        if not finish.cancelled() and finish.exception() is not None:
+            logger.warning("desired-state write did not land: %s", finish.exception())
 
     async def _landed(
         self, write: asyncio.Future[int], document: DesiredStateDocument, audit_entry: Callable[[int], AuditEntry]
