@@ -9,6 +9,7 @@ pullers, which keep their own last good document the same way.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -114,8 +115,10 @@ class StateGuard:
 
     @property
     def next_revision(self) -> int:
-        """The revision master's next write carries."""
-        return (self.last_good.document.revision if self.last_good else 0) + 1
+        """The revision master's next write carries: above the last one, and at least the time in ms, so a
+        master that lost its state dir still writes above every revision the pullers have seen."""
+        last = self.last_good.document.revision if self.last_good else 0
+        return max(last + 1, int(time.time() * 1000))
 
 
 def describe(problem: StateProblem, found: DesiredStateDocument | None, generation: int, last: LastGoodState) -> str:

@@ -49,7 +49,7 @@ def test_missing_or_reset_document_raises_the_alarm_and_the_admin_decides(
         assert client.put("/v1/models/ranker", json={"pinned": [1]}).status_code == 200
         assert client.put("/v1/models/old", json={"enabled": False}).status_code == 200
         good = document(bucket)
-        assert good["revision"] == 2 and alarm_kind(master) is None
+        assert good["revision"] > 0 and alarm_kind(master) is None
 
         bucket.blob(STATE).delete()
         state = client.get("/v1/state")
@@ -68,7 +68,7 @@ def test_missing_or_reset_document_raises_the_alarm_and_the_admin_decides(
     code, out = fleetctl(master, "state", "restore")
     assert code == 0 and "state restore" in out, out
     restored = document(bucket)
-    assert restored["models"] == good["models"] and restored["revision"] == 3
+    assert restored["models"] == good["models"] and restored["revision"] > good["revision"]
     assert alarm_kind(master) is None
 
     bucket.blob(STATE).upload_from_string(b'{"schema_version": 1, "models": {}}')  # put back by hand: revision 0
@@ -81,7 +81,7 @@ def test_missing_or_reset_document_raises_the_alarm_and_the_admin_decides(
     code, out = fleetctl(restarted, "state", "accept")
     assert code == 0 and "still retired: old" in out, out
     accepted = document(bucket)
-    assert accepted["models"] == {"old": good["models"]["old"]} and accepted["revision"] == 4
+    assert accepted["models"] == {"old": good["models"]["old"]} and accepted["revision"] > restored["revision"]
     assert alarm_kind(restarted) is None
     with restarted.client() as client:
         assert client.get("/v1/models/ranker").json()["overrides"] is None

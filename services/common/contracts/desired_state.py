@@ -69,12 +69,12 @@ class ModelPolicy(BaseModel):
 
 
 class DesiredStateDocument(Document):
-    """The whole document. ``models`` maps model name → overrides. ``revision`` counts master's writes
-    (each one is the previous revision + 1): a document whose revision goes back was reset, not written
-    by master (``successor_problem``)."""
+    """The whole document. ``models`` maps model name → overrides. ``revision`` rises with each of master's
+    writes (the write's time in ms, always above the previous revision): a document whose revision goes
+    back was reset, not written by master (``successor_problem``)."""
 
     models: dict[str, ModelPolicy] = Field(default_factory=dict)
-    revision: int = Field(default=0, ge=0, description="master's write counter (0 = written before revisions)")
+    revision: int = Field(default=0, ge=0, description="rises with every master write (0 = before revisions)")
     updated_at: datetime | None = None
     updated_by: str | None = None
 
