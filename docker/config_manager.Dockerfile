@@ -4,7 +4,7 @@
 #   docker build -f docker/config_manager.Dockerfile \
 #     -t "$MODELFLEET_REGISTRY/modelfleet-config-manager:$MODELFLEET_VERSION" .
 # Only the runtime dependencies locked in uv.lock are installed: no TensorFlow (the "serving" extra is
-# never exported), no dev tools. Runs as the fixed UID/GID 10001 with umask 002 so the stock tfserving
+# never exported), no fleetctl (the "cli" extra: typer, rich), no dev tools. Runs as the fixed UID/GID 10001 with umask 002 so the stock tfserving
 # container can read everything written to the shared model volume.
 
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm

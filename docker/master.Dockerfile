@@ -3,8 +3,8 @@
 # Build from the repository root (the context must hold pyproject.toml, uv.lock, README.md, services/):
 #   docker build -f docker/master.Dockerfile \
 #     -t "$MODELFLEET_REGISTRY/modelfleet-master:$MODELFLEET_VERSION" .
-# Only the runtime dependencies locked in uv.lock are installed: no TensorFlow (the "serving" extra is
-# never exported), no dev tools. Runs as the fixed UID/GID 10001; being non-root it listens on 8080
+# Only the runtime dependencies locked in uv.lock and the "cli" extra (typer, rich: fleetctl) are installed:
+# no TensorFlow (the "serving" extra is never exported), no dev tools. Runs as the fixed UID/GID 10001; being non-root it listens on 8080
 # (FLEET_PORT) and the stack publishes 80:8080. `fleetctl` is on PATH and
 # aimed at this master (FLEETCTL_MASTER): docker exec -e FLEETCTL_TOKEN <container> fleetctl status.
 
@@ -19,7 +19,7 @@ RUN pip install --no-cache-dir uv==0.13.9
 WORKDIR /src
 # Dependencies first: this layer only changes when the lock does.
 COPY pyproject.toml uv.lock ./
-RUN uv export --frozen --no-dev --no-emit-project --format requirements.txt -o /tmp/requirements.txt \
+RUN uv export --frozen --no-dev --extra cli --no-emit-project --format requirements.txt -o /tmp/requirements.txt \
     && python -m venv /opt/venv \
     && uv pip install --python /opt/venv/bin/python --require-hashes -r /tmp/requirements.txt
 COPY README.md ./

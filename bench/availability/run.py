@@ -72,7 +72,8 @@ def phase(loop: PredictLoop, name: str, marks: list[dict[str, Any]], action: Any
 
 def rollback(fleet: LocalFleet) -> None:
     with fleet.admin(timeout=30) as admin:
-        response = admin.post(f"/v1/models/{MODEL}/rollback")
+        etag = admin.get(f"/v1/models/{MODEL}").headers["etag"]  # a write names the generation it is based on
+        response = admin.post(f"/v1/models/{MODEL}/rollback", headers={"If-Match": etag})
         response.raise_for_status()
     converge(fleet, [1])
 

@@ -56,6 +56,7 @@ def start_master(workdir: Path, port: int, node_timeout: float) -> subprocess.Po
         "FLEET_STATE_DIR": str(workdir / "state"),
         "FLEET_TOKEN_FILE": str(workdir / "fleet.token"),
         "FLEET_ADMIN_TOKENS_FILE": str(workdir / "admin.tokens"),
+        "FLEET_SIDECAR_ADDRESSES": "127.0.0.1:*",  # the simulated nodes' loopback ports
         "FLEET_NODE_TIMEOUT_SECONDS": str(node_timeout),
         "FLEET_POLL_INTERVAL_SECONDS": "3600",  # measured passes only
         "REMOTE_MODEL_DIRECTORY": "gs://bench/models",

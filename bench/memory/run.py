@@ -64,6 +64,15 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
     raise RuntimeError(f"timed out waiting for {what}")
 
 
+# The sidecar images do not install the `cli` extra (typer, rich): there httpx finds no click/rich and
+# skips its own CLI module. This venv has every extra, so the measured process is told the same, or it
+# would carry ~4 MB (click, rich, pygments) that production never loads.
+AS_IN_THE_IMAGE = (
+    "import runpy, sys; sys.modules['httpx._main'] = None; "
+    "runpy.run_module(sys.argv[1], run_name='__main__', alter_sys=True)"
+)
+
+
 class Sidecar:
     """One service process under measurement, driven over HTTP."""
 
@@ -73,12 +82,13 @@ class Sidecar:
         self.log = open(log_dir / f"{name}.log", "wb")
         module = "services.config_manager" if name == "config_manager" else "services.remote_model_puller"
         full_env = dict(os.environ, **env, FLEET_PORT=str(port), FLEET_HOST="127.0.0.1", PYTHONPATH=str(ROOT))
-        self.proc = subprocess.Popen([sys.executable, "-m", module], env=full_env, stdout=self.log, stderr=self.log)
+        command = [sys.executable, "-c", AS_IN_THE_IMAGE, module]
+        self.proc = subprocess.Popen(command, env=full_env, stdout=self.log, stderr=self.log)
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
         self.auth = {"Authorization": f"Bearer {TOKEN}"}
 
     def status(self) -> dict[str, Any]:
-        response = self.http.get("/v1/status")
+        response = self.http.get("/v1/status", headers=self.auth)
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result

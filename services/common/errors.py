@@ -61,6 +61,14 @@ class PreconditionFailed(FleetError):
     title = "Precondition failed"
 
 
+class PreconditionRequired(FleetError):
+    """A write sent without If-Match: it must say which generation it was based on."""
+
+    status_code = 428
+    slug = "precondition-required"
+    title = "Precondition required"
+
+
 class PayloadTooLarge(FleetError):
     status_code = 413
     slug = "payload-too-large"

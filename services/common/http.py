@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import httpx
 from fastapi import Request
 
-from services.common.errors import Forbidden, Unauthorized
+from services.common.auth import TokenBook, tokens_match
+from services.common.errors import Unauthorized
+
+__all__ = ["bearer_token", "make_async_client", "require_reader", "require_token", "tokens_match"]
 
 
 def make_async_client(
@@ -42,18 +44,29 @@ def bearer_token(request: Request) -> str:
     return value.strip()
 
 
-def tokens_match(given: str, expected: str) -> bool:
-    """Constant-time token comparison."""
-    return hmac.compare_digest(given.encode(), expected.encode())
+def require_reader(fleet_token: str | None, tokens: TokenBook | None) -> Callable[[Request], Coroutine[Any, Any, None]]:
+    """A sidecar's read routes: the fleet token (master's polls) or any token of the tokens file (a
+    ``read`` or ``admin`` one); 401 otherwise. No check when neither is configured."""
+
+    async def dependency(request: Request) -> None:
+        if fleet_token is None and tokens is None:
+            return
+        given = bearer_token(request)
+        fleet_ok = fleet_token is not None and tokens_match(given, fleet_token)
+        if not fleet_ok and (tokens is None or tokens.match(given) is None):
+            raise Unauthorized("token not accepted")
+
+    return dependency
 
 
 def require_token(expected: str | None) -> Callable[[Request], Coroutine[Any, Any, None]]:
-    """A FastAPI dependency enforcing one token (no check when ``expected`` is None)."""
+    """A FastAPI dependency enforcing one token (no check when ``expected`` is None): 401 when the
+    bearer token is missing or is not that token."""
 
     async def dependency(request: Request) -> None:
         if expected is None:
             return
         if not tokens_match(bearer_token(request), expected):
-            raise Forbidden("token not accepted")
+            raise Unauthorized("token not accepted")
 
     return dependency

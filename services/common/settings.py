@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.common.auth import TokenBook
+
 logger = logging.getLogger(__name__)
 
 
@@ -31,6 +33,11 @@ class FleetSettings(BaseSettings):
     master_url: str = "http://mlmodelmanager:80"
     state_dir: Path = Path("/app")
     token_file: Path | None = None
+    # `[read|admin ]name:token` lines (services/common/auth.py). master: its API's roles. Sidecars
+    # (optional): tokens that may read /v1/status and /v1/config besides the fleet token.
+    admin_tokens_file: Path | None = None
+    # FLEET_AUTH=disabled: start without token files on a non-loopback address (services/common/auth.py).
+    auth: Literal["enabled", "disabled"] = "enabled"
     log_format: Literal["json", "text", "auto"] = "auto"
     log_level: str = "INFO"
     http_timeout_seconds: float = Field(default=5.0, gt=0)
@@ -53,6 +60,10 @@ class FleetSettings(BaseSettings):
         if self.advertise_url:
             return self.advertise_url.rstrip("/")
         return f"http://{self.hostname}:{self.port}"
+
+    def token_book(self) -> TokenBook | None:
+        """The tokens file's roles (None when ``FLEET_ADMIN_TOKENS_FILE`` is unset)."""
+        return TokenBook.load(self.admin_tokens_file) if self.admin_tokens_file is not None else None
 
     def fleet_token(self) -> str | None:
         """The fleet token, read from ``FLEET_TOKEN_FILE`` (None when unset: auth disabled)."""

@@ -41,43 +41,43 @@ async def readyz(reconciler: ReconcilerDep) -> dict[str, Any]:
     return {"status": "ready", "config_hash": reconciler.snapshot.config_hash}
 
 
-@router.get("/v1/status")
-async def status(request: Request, reconciler: ReconcilerDep) -> JSONResponse:
-    """Per model: serve/keep, on disk, in config, live states, labels, failed and held versions."""
-    settings = request.app.state.settings
-    payload = build_status(reconciler, hostname=settings.hostname, software_version=request.app.version)
-    registrar = request.app.state.registrar
-    payload.details["registered"] = registrar.registered if registrar is not None else None
-    payload.details["registration_error"] = registrar.last_error if registrar is not None else None
-    return JSONResponse(payload.model_dump(mode="json"))
+def protected_router(token_dependency: Any, read_dependency: Any) -> APIRouter:
+    """``POST /v1/sync`` and ``POST /v1/gc`` behind the fleet token; ``GET /v1/status`` and ``GET /v1/config``
+    behind the fleet token or a token of the tokens file (``/healthz``, ``/readyz``, ``/metrics`` stay open)."""
+    protected = APIRouter()
+    writes = [Depends(token_dependency)]
 
+    @protected.get("/v1/status", dependencies=[Depends(read_dependency)])
+    async def status(request: Request, reconciler: ReconcilerDep) -> JSONResponse:
+        """Per model: serve/keep, on disk, in config, live states, labels, failed and held versions."""
+        settings = request.app.state.settings
+        payload = build_status(reconciler, hostname=settings.hostname, software_version=request.app.version)
+        registrar = request.app.state.registrar
+        payload.details["registered"] = registrar.registered if registrar is not None else None
+        payload.details["registration_error"] = registrar.last_error if registrar is not None else None
+        return JSONResponse(payload.model_dump(mode="json"))
 
-@router.get("/v1/config")
-async def config(reconciler: ReconcilerDep) -> dict[str, Any]:
-    """The models.config text config_manager last wrote, with its hash."""
-    snap = reconciler.snapshot
-    if not snap.config_text and reconciler.config_file.exists():
-        text = reconciler.config_file.read_text(encoding="utf-8")
-        return {"path": str(reconciler.config_file), "text": text, "hash": config_hash(text), "applied": False}
-    return {
-        "path": str(reconciler.config_file),
-        "text": snap.config_text,
-        "hash": snap.config_hash,
-        "applied": snap.config_applied,
-    }
+    @protected.get("/v1/config", dependencies=[Depends(read_dependency)])
+    async def config(reconciler: ReconcilerDep) -> dict[str, Any]:
+        """The models.config text config_manager last wrote, with its hash."""
+        snap = reconciler.snapshot
+        if not snap.config_text and reconciler.config_file.exists():
+            text = reconciler.config_file.read_text(encoding="utf-8")
+            return {"path": str(reconciler.config_file), "text": text, "hash": config_hash(text), "applied": False}
+        return {
+            "path": str(reconciler.config_file),
+            "text": snap.config_text,
+            "hash": snap.config_hash,
+            "applied": snap.config_applied,
+        }
 
-
-def protected_router(token_dependency: Any) -> APIRouter:
-    """``POST /v1/sync`` and ``POST /v1/gc`` behind the fleet token."""
-    protected = APIRouter(dependencies=[Depends(token_dependency)])
-
-    @protected.post("/v1/sync", status_code=202)
+    @protected.post("/v1/sync", status_code=202, dependencies=writes)
     async def sync(reconciler: ReconcilerDep, model: str | None = None) -> dict[str, Any]:
         """Start a reconcile pass now; returns at once (status shows progress)."""
         reconciler.trigger(model)
         return {"accepted": True, "syncing": reconciler.running}
 
-    @protected.post("/v1/gc", status_code=202)
+    @protected.post("/v1/gc", status_code=202, dependencies=writes)
     async def gc(reconciler: ReconcilerDep) -> dict[str, Any]:
         """Start a pass that ends with GC; returns at once with the last GC report."""
         reconciler.trigger()

@@ -11,7 +11,7 @@ import httpx
 from fastapi import FastAPI
 
 from services.common.health import node_health
-from services.common.http import make_async_client, require_token
+from services.common.http import make_async_client, require_reader, require_token
 from services.common.problems import install_problem_handlers
 from services.common.registration import Registrar, software_version
 from services.common.settings import prepare_state_dir
@@ -82,7 +82,8 @@ def create_app(
     app.state.registrar = None
     install_problem_handlers(app)
     app.include_router(router)
-    app.include_router(protected_router(require_token(settings.fleet_token())))
+    fleet_token = settings.fleet_token()
+    app.include_router(protected_router(require_token(fleet_token), require_reader(fleet_token, settings.token_book())))
     return app
 
 

@@ -61,14 +61,16 @@ def _summary(fleet: LocalFleet) -> None:
     for node in fleet.nodes:
         console.print(
             f"{node.hostname} status: http://127.0.0.1:{node.puller_port}/v1/status (puller), "
-            f"http://127.0.0.1:{node.config_manager_port}/v1/status (config_manager)",
+            f"http://127.0.0.1:{node.config_manager_port}/v1/status (config_manager; Bearer: the fleet token)",
             soft_wrap=True,
         )
     token_file = fleet.root / "secrets" / "admin_tokens"
     console.print(f"\nmaster admin API: {fleet.master_url}  (OpenAPI docs: {fleet.master_url}/docs)", soft_wrap=True)
-    console.print(f"admin token: {token_file} (name:token)\n\ntry fleetctl:")
+    fleet_token = fleet.root / "secrets" / "fleet_token"
+    console.print(f"tokens: {token_file} (line 1 admin, line 2 read-only); sidecars' fleet token: {fleet_token}")
+    console.print("\ntry fleetctl:")
     console.print(f"  export FLEETCTL_MASTER={fleet.master_url}")
-    console.print(f"  export FLEETCTL_TOKEN=$(cut -d: -f2 {token_file})")
+    console.print(f"  export FLEETCTL_TOKEN=$(head -1 {token_file} | cut -d: -f2-)")
     for example in (
         "status",
         "models",

@@ -25,6 +25,9 @@ from services.local_fleet.processes import ManagedProcess, python_module
 from services.local_fleet.stackflags import production_serving_args
 
 ADMIN_NAME = "local-admin"
+READ_NAME = "local-reader"
+# The nodes' sidecars listen on per-node loopback ports: master may call any port of 127.0.0.1, nothing else.
+LOOPBACK_SIDECARS = "127.0.0.1:*"
 
 
 @dataclass
@@ -89,6 +92,7 @@ class LocalFleet:
         self.gcs = FakeGcs(backend="filesystem", root=root / "gcs")
         self.fleet_token = secrets.token_urlsafe(24)
         self.admin_token = secrets.token_urlsafe(24)
+        self.read_token = secrets.token_urlsafe(24)
         self.master_port = self.options.master_port or free_port()
         self.master: ManagedProcess | None = None
         self.nodes: list[Node] = []
@@ -108,10 +112,15 @@ class LocalFleet:
         fleet = secrets_dir / "fleet_token"
         admin = secrets_dir / "admin_tokens"
         fleet.write_text(self.fleet_token + "\n")
-        admin.write_text(f"{ADMIN_NAME}:{self.admin_token}\n")
+        admin.write_text(f"{ADMIN_NAME}:{self.admin_token}\nread {READ_NAME}:{self.read_token}\n")
         fleet.chmod(0o600)
         admin.chmod(0o600)
         return fleet, admin
+
+    @property
+    def sidecar_addresses(self) -> str:
+        """master's ``FLEET_SIDECAR_ADDRESSES``: where this fleet's sidecars listen."""
+        return LOOPBACK_SIDECARS
 
     def _common_env(self) -> dict[str, str]:
         fleet_token, _ = self._secrets()
@@ -139,6 +148,7 @@ class LocalFleet:
             "FLEET_STATE_DIR": str(self.root / "master"),
             "FLEET_ADMIN_TOKENS_FILE": str(admin),
             "FLEET_POLL_INTERVAL_SECONDS": str(self.options.master_poll_interval),
+            "FLEET_SIDECAR_ADDRESSES": self.sidecar_addresses,
         }
         return ManagedProcess(
             name="master",
@@ -277,6 +287,15 @@ class LocalFleet:
             trust_env=False,
         )
 
+    def reader(self, timeout: float = 10.0) -> httpx.Client:
+        """An HTTP client for master's read routes, with the read-only token."""
+        return httpx.Client(
+            base_url=self.master_url,
+            timeout=timeout,
+            headers={"Authorization": f"Bearer {self.read_token}"},
+            trust_env=False,
+        )
+
     def cluster(self, *, refresh: bool = True) -> dict[str, Any]:
         with self.admin() as client:
             response = client.get("/v1/cluster", params={"refresh": str(refresh).lower()})
@@ -290,6 +309,7 @@ class LocalFleet:
             "gcs": self.gcs.url,
             "bucket": self.remote_model_directory,
             "admin_token_file": str(self.root / "secrets" / "admin_tokens"),
+            "fleet_token_file": str(self.root / "secrets" / "fleet_token"),
             "nodes": [
                 {
                     "hostname": n.hostname,

@@ -17,10 +17,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from services.common import gcs
 from services.common.credentials import READ_WRITE_SCOPE
 from services.common.health import Check, Health, HealthBounds, WritableDir, health_response
-from services.common.http import require_token
 from services.common.problems import install_problem_handlers, problem_response
-from services.master.api import ROUTE_ERRORS, SECURED, allowed_methods, make_router
-from services.master.auth import load_admin_tokens, require_admin
+from services.master.api import ROUTE_ERRORS, include_routes
+from services.master.auth import Access
 from services.master.desired import DesiredStore
 from services.master.fleet import Fleet
 from services.master.limits import BodySizeLimit
@@ -28,7 +27,10 @@ from services.master.metrics import FleetCollector, MasterMetrics
 from services.master.openapi import install_openapi
 from services.master.poller import Poller
 from services.master.registry import Registry, SidecarRecord
+from services.master.routes.common import allowed_methods
 from services.master.settings import Settings
+from services.master.state_guard import StateGuard
+from services.master.state_ops import StateWatch
 from services.master.wire import SidecarClient
 
 logger = logging.getLogger(__name__)
@@ -44,8 +46,8 @@ def create_app(
 ) -> FastAPI:
     """Build master. ``gcs_client`` is injectable for tests; ``run_poller=False``
     leaves polling to explicit calls (``fleet.poller.run_now()``), for deterministic tests."""
-    admin_tokens = load_admin_tokens(settings.admin_tokens_file)
     fleet_token = settings.fleet_token()
+    access = Access.load(settings.admin_tokens_file, fleet_token)
     registry = Registry(
         settings.registry_path(), stale_after=settings.node_stale_seconds, drop_after=settings.node_drop_seconds
     )
@@ -74,8 +76,10 @@ def create_app(
                 concurrency=settings.poll_concurrency,
                 on_result=on_poll,
             )
-            store = DesiredStore(bucket_client, settings)
-            stack.callback(store.close)
+            guard = StateGuard(settings.state_dir)
+            guard.load()
+            store = DesiredStore(bucket_client, settings, guard)
+            stack.push_async_callback(store.aclose)
             fleet = Fleet(
                 settings=settings,
                 registry=registry,
@@ -85,6 +89,8 @@ def create_app(
                 metrics=metrics,
             )
             app.state.fleet = fleet
+            registry.drop_where(lambda r: fleet.addresses.refusal(r.hostname, r.base_url))
+            state_watch = StateWatch(store, interval=settings.poll_interval_seconds)
             app.state.health = master_health(settings, poller, registry)
             collector = FleetCollector(fleet.view)
             metrics_registry.register(collector)
@@ -94,6 +100,8 @@ def create_app(
             if run_poller:
                 poller.start()
                 stack.push_async_callback(poller.stop)
+                state_watch.start()
+                stack.push_async_callback(state_watch.stop)
             logger.info(
                 "master listening",
                 extra={"port": settings.port, "bucket": settings.remote_model_directory},
@@ -108,10 +116,8 @@ def create_app(
     )
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.state.authorize_admin = require_admin(admin_tokens)
-    app.state.authorize_fleet = require_token(fleet_token)
-    app.state.api_router = make_router()
-    app.include_router(app.state.api_router)
+    app.state.access = access
+    include_routes(app)
     started = time.time()
 
     @app.get(
@@ -131,7 +137,7 @@ def create_app(
         """Prometheus exposition: master's metrics plus per-node gauges from the latest poll."""
         return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
-    install_openapi(app, errors=ROUTE_ERRORS, secured=SECURED)
+    install_openapi(app, errors=ROUTE_ERRORS)
     app.add_exception_handler(405, method_not_allowed)
     return app
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from services.common.contracts import ModelNodeStatus
 from services.master.poller import SidecarHealth
 from services.master.registry import Registry, SidecarRecord
+from services.master.state_guard import StateAlarm
 
 
 class NodeModelView(ModelNodeStatus):
@@ -74,6 +75,9 @@ class ClusterView(BaseModel):
     nodes_healthy: int
     nodes: list[NodeView]
     models: dict[str, ModelSummary]
+    state_alarm: StateAlarm | None = Field(
+        default=None, description="the desired-state document is missing or reset; the last good one rules"
+    )
 
 
 def merge_model(puller: ModelNodeStatus | None, config_manager: ModelNodeStatus | None) -> NodeModelView:

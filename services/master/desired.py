@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -22,13 +22,14 @@ from pydantic import BaseModel, Field, ValidationError
 from services.common import gcs
 from services.common.completeness import BucketScan, ModelScan, scan_listing
 from services.common.contracts import AuditEntry, DesiredStateDocument, ModelPolicy, ResolvedModel, resolve_model
-from services.common.errors import BucketError, InvalidInput, NotFound, PreconditionFailed
+from services.common.errors import BucketError, Conflict, InvalidInput, NotFound, PreconditionFailed
+from services.master.audit_log import AuditLog
 from services.master.settings import Settings
+from services.master.state_guard import StateGuard
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-AUDIT_WRITE_ATTEMPTS = 3
 # The storage client is blocking and retries connection errors for up to 2 minutes on its own: calls run
 # on a small dedicated pool and are abandoned at the deadline, so a bucket outage costs at most this many
 # stuck threads and every request still answers 503 within the deadline.
@@ -80,8 +81,9 @@ def model_info(name: str, scan: ModelScan | None, document: DesiredStateDocument
 class DesiredStore:
     """Bucket access for master: listing + completeness, the state document, the audit log."""
 
-    def __init__(self, client: storage.Client, settings: Settings) -> None:
+    def __init__(self, client: storage.Client, settings: Settings, guard: StateGuard) -> None:
         self.client = client
+        self.guard = guard
         self.bucket = settings.bucket_name
         self.prefix = settings.prefix
         self.timeout = min(settings.gcs_timeout_seconds, settings.bucket_deadline_seconds)
@@ -91,6 +93,10 @@ class DesiredStore:
         self.cache_seconds = settings.bucket_cache_seconds
         self._scan_cache: tuple[float, BucketScan] | None = None
         self._executor = ThreadPoolExecutor(max_workers=BUCKET_THREADS, thread_name_prefix="bucket")
+        self._writes: set[asyncio.Future[tuple[int, str | None]]] = set()
+        self.audit_log = AuditLog(
+            client=client, bucket=self.bucket, prefix=self.audit_prefix, timeout=self.timeout, bucket_call=self._bucket
+        )
 
     def close(self) -> None:
         """Stop the bucket threads (calls still stuck in client retries are abandoned, not awaited)."""
@@ -113,13 +119,21 @@ class DesiredStore:
             raise BucketError(f"{what}: no answer within {self.deadline:g}s") from None
 
     async def read_state(self) -> tuple[DesiredStateDocument, int]:
-        """The document and its generation (no document = defaults at generation 0)."""
+        """The document that rules and the bucket's generation (0 = no object). Once a generation has been
+        seen, a missing or reset document does not rule: the last good one does, and ``guard.alarm`` says
+        why (services/master/state_guard.py)."""
+        epoch = self.guard.epoch
+        found, generation = await self.read_bucket_state()
+        return self.guard.judge(found, generation, read_epoch=epoch), generation
+
+    async def read_bucket_state(self) -> tuple[DesiredStateDocument | None, int]:
+        """What the bucket holds now (None, 0 = no object), unjudged."""
         found = await self._bucket(
             "read desired state",
             lambda: gcs.read_object(self.client, self.bucket, self.state_object, timeout=self.timeout),
         )
         if found is None:
-            return DesiredStateDocument(), 0
+            return None, 0
         data, generation = found
         try:
             return DesiredStateDocument.from_json(data), generation
@@ -145,16 +159,17 @@ class DesiredStore:
             self._scan_cache = (time.monotonic(), result)
         return result
 
-    async def list_models(self) -> tuple[list[ModelInfo], int]:
-        """Bucket models (and models only in the document) with their effective policy; plus the generation."""
+    async def list_models(self, *, served: Collection[str] = ()) -> tuple[list[ModelInfo], int]:
+        """Bucket models (and models only in the document, or only on nodes: ``served``) with their
+        effective policy; plus the generation."""
         (document, generation), scan = await asyncio.gather(self.read_state(), self.scan())
-        names = sorted(set(scan.models) | set(document.models))
+        names = sorted(set(scan.models) | set(document.models) | set(served))
         return [model_info(n, scan.models.get(n), document) for n in names], generation
 
-    async def get_model(self, name: str) -> tuple[ModelInfo, int]:
-        """One model (404 when neither in the bucket nor in the document)."""
+    async def get_model(self, name: str, *, served: Collection[str] = ()) -> tuple[ModelInfo, int]:
+        """One model (404 when neither in the bucket, nor in the document, nor ``served`` by a node)."""
         (document, generation), scan = await asyncio.gather(self.read_state(), self.scan(name, fresh=True))
-        if name not in scan.models and name not in document.models:
+        if name not in scan.models and name not in document.models and name not in served:
             raise NotFound(f"model {name!r} is not in the bucket", model=name)
         return model_info(name, scan.models.get(name), document), generation
 
@@ -166,16 +181,20 @@ class DesiredStore:
         actor: str,
         action: str,
         if_match: int | None,
+        served: Collection[str] = (),
     ) -> ChangeResult:
-        """Read-modify-write one model's entry with a generation precondition, then append an audit entry."""
+        """Read-modify-write one model's entry with a generation precondition, then append an audit entry.
+        A model only ``served`` by nodes (gone from the bucket) may change too (to retire it)."""
         (document, generation), scan = await asyncio.gather(self.read_state(), self.scan(model, fresh=True))
+        if self.guard.alarm is not None:
+            raise Conflict(f"no change while the state document is in alarm: {self.guard.alarm.message}")
         if if_match is not None and if_match != generation:
             raise PreconditionFailed(
                 f"the desired state is at generation {generation}, not {if_match}: re-read and retry",
                 current_generation=generation,
             )
         model_scan = scan.models.get(model)
-        if model_scan is None and model not in document.models:
+        if model_scan is None and model not in document.models and model not in served:
             raise NotFound(f"model {model!r} is not in the bucket", model=model)
         complete = model_scan.complete_versions if model_scan else []
         before = document.models.get(model)
@@ -192,28 +211,22 @@ class DesiredStore:
             models.pop(model, None)
         else:
             models[model] = after
-        new_document = DesiredStateDocument(models=models, updated_at=datetime.now(UTC), updated_by=actor)
-        new_generation = await self._bucket(
-            "write desired state",
-            lambda: gcs.write_object(
-                self.client,
-                self.bucket,
-                self.state_object,
-                new_document.to_json().encode(),
-                if_generation_match=generation,
-                timeout=self.timeout,
-            ),
+        new_document = DesiredStateDocument(
+            models=models, revision=self.guard.next_revision, updated_at=datetime.now(UTC), updated_by=actor
         )
-        entry = AuditEntry(
-            actor=actor,
-            action=action,
-            model=model,
-            before=before,
-            after=None if after.is_default() else after,
-            generation=new_generation,
-            serving_before=resolve_model(base, complete).serve,
-        )
-        audit_object = await self._append_audit(entry)
+
+        def audit_entry(new_generation: int) -> AuditEntry:
+            return AuditEntry(
+                actor=actor,
+                action=action,
+                model=model,
+                before=before,
+                after=None if after.is_default() else after,
+                generation=new_generation,
+                serving_before=resolve_model(base, complete).serve,
+            )
+
+        new_generation, audit_object = await self.write_state(new_document, generation, audit_entry)
         self._scan_cache = None
         logger.info(
             "desired state changed: %s %s by %s",
@@ -229,6 +242,54 @@ class DesiredStore:
             audit_object=audit_object,
         )
 
+    async def write_state(
+        self, document: DesiredStateDocument, expected_generation: int, audit_entry: Callable[[int], AuditEntry]
+    ) -> tuple[int, str | None]:
+        """Write the document if the bucket is still at ``expected_generation`` (0 = absent), then its audit
+        entry. The write runs on its own (shielded from the request): when it lands after the deadline (or
+        the caller gave up), its audit entry is still written, by a tracked follow-up task."""
+        data = document.to_json().encode()
+        loop = asyncio.get_running_loop()
+        write = loop.run_in_executor(
+            self._executor,
+            lambda: gcs.write_object(
+                self.client,
+                self.bucket,
+                self.state_object,
+                data,
+                if_generation_match=expected_generation,
+                timeout=self.timeout,
+            ),
+        )
+        finish = asyncio.ensure_future(self._landed(write, document, audit_entry))
+        self._writes.add(finish)
+        finish.add_done_callback(self._write_done)
+        try:
+            return await asyncio.wait_for(asyncio.shield(finish), self.deadline)
+        except TimeoutError:
+            raise BucketError(
+                f"write desired state: no answer within {self.deadline:g}s; it may still land (its audit entry "
+                "follows): re-read before retrying"
+            ) from None
+
+    def _write_done(self, finish: asyncio.Future[tuple[int, str | None]]) -> None:
+        self._writes.discard(finish)
+        if not finish.cancelled() and finish.exception() is not None:
+            logger.warning("desired-state write did not land: %s", finish.exception())
+
+    async def _landed(
+        self, write: asyncio.Future[int], document: DesiredStateDocument, audit_entry: Callable[[int], AuditEntry]
+    ) -> tuple[int, str | None]:
+        generation = await write
+        self.guard.accept(document, generation)
+        return generation, await self._append_audit(audit_entry(generation))
+
+    async def aclose(self, timeout: float = 10.0) -> None:
+        """Let writes that already started finish with their audit entries (bounded), then stop the threads."""
+        if self._writes:
+            await asyncio.wait(set(self._writes), timeout=timeout)
+        self.close()
+
     def _check_complete(self, model: str, versions: set[int], scan: ModelScan | None) -> None:
         complete = set(scan.complete_versions) if scan else set()
         missing = sorted(versions - complete)
@@ -240,56 +301,8 @@ class DesiredStore:
         raise InvalidInput(f"{model}: version(s) {listed} not complete in the bucket", model=model, versions=reasons)
 
     async def _append_audit(self, entry: AuditEntry) -> str | None:
-        name = self.audit_prefix + entry.object_name()
-        data = entry.to_json().encode()
-        for attempt in range(1, AUDIT_WRITE_ATTEMPTS + 1):
-            try:
-                await self._bucket(
-                    "write audit entry",
-                    lambda: gcs.write_object(
-                        self.client, self.bucket, name, data, if_generation_match=0, timeout=self.timeout
-                    ),
-                )
-                return name
-            except BucketError as exc:
-                logger.warning("audit write attempt %s failed: %s", attempt, exc.detail, extra={"model": entry.model})
-                await asyncio.sleep(0.2 * attempt)
-        logger.error("audit entry lost after %s attempts", AUDIT_WRITE_ATTEMPTS, extra={"model": entry.model})
-        return None
+        return await self.audit_log.append(entry)
 
     async def audit(self, *, limit: int, model: str | None = None) -> list[AuditEntry]:
         """The newest ``limit`` audit entries (of one model if given), newest first."""
-
-        def listing() -> list[str]:
-            objects = gcs.list_objects(self.client, self.bucket, self.audit_prefix, timeout=self.timeout)
-            return sorted(o.name for o in objects)
-
-        names = await self._bucket("list audit log", listing)
-        if model is not None:
-            names = [n for n in names if audit_model(n[len(self.audit_prefix) :]) == model]
-        chosen = list(reversed(names))[:limit]
-        found = await asyncio.gather(*(self._read_audit(n) for n in chosen))
-        return [entry for entry in found if entry is not None]
-
-    async def _read_audit(self, name: str) -> AuditEntry | None:
-        found = await self._bucket(
-            f"read {name}", lambda: gcs.read_object(self.client, self.bucket, name, timeout=self.timeout)
-        )
-        if found is None:
-            return None
-        try:
-            return AuditEntry.from_json(found[0])
-        except ValidationError:
-            logger.warning("unreadable audit entry %s", name)
-            return None
-
-
-def audit_model(object_name: str) -> str | None:
-    """The model of an audit object named ``<stamp>-<model>-<generation>.json`` (stamp has fixed width)."""
-    stem = object_name.removesuffix(".json")
-    stamp_width = len("20250101T000000.000000Z")
-    if len(stem) <= stamp_width + 2 or stem[stamp_width] != "-":
-        return None
-    rest = stem[stamp_width + 1 :]
-    model, _, generation = rest.rpartition("-")
-    return model if model and generation.isdigit() else None
+        return await self.audit_log.newest(limit=limit, model=model)

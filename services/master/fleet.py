@@ -10,7 +10,8 @@ import math
 import time
 
 from services.common.contracts import Registration
-from services.common.errors import FleetError, NotFound, Unavailable
+from services.common.errors import FleetError, Forbidden, NotFound, Unavailable
+from services.master.addresses import SidecarAddresses
 from services.master.cluster import ClusterView, NodeView, build_node, build_view
 from services.master.desired import DesiredStore
 from services.master.fanout import OPERATION_PATHS, OperationResult, fan_out, participants
@@ -50,6 +51,7 @@ class Fleet:
         self.store = store
         self.client = client
         self.metrics = metrics
+        self.addresses = SidecarAddresses(settings.sidecar_addresses)
 
     @property
     def retry_after(self) -> int:
@@ -57,7 +59,17 @@ class Fleet:
         return max(1, math.ceil(self.settings.poll_interval_seconds))
 
     async def register(self, registration: Registration) -> SidecarRecord:
-        """Upsert a sidecar; new or changed sidecars are on disk before this returns."""
+        """Upsert a sidecar; new or changed sidecars are on disk before this returns. A base URL outside
+        ``FLEET_SIDECAR_ADDRESSES`` is refused (403): master never calls an arbitrary URL."""
+        refusal = self.addresses.refusal(registration.hostname, registration.base_url)
+        if refusal is not None:
+            logger.warning(
+                "registration refused: base URL %s: %s",
+                registration.base_url,
+                refusal,
+                extra={"node": registration.hostname, "role": registration.role},
+            )
+            raise Forbidden(f"base URL {registration.base_url!r} refused: {refusal}", hostname=registration.hostname)
         record, changed = self.registry.upsert(registration)
         self.metrics.registrations.labels(role=registration.role).inc()
         if changed:
@@ -68,7 +80,16 @@ class Fleet:
     def view(self) -> ClusterView:
         """The cluster view from the latest poll results."""
         last = self.poller.last_pass
-        return build_view(self.registry, self.poller.health, polled_at=last.finished_at if last else None)
+        view = build_view(self.registry, self.poller.health, polled_at=last.finished_at if last else None)
+        view.state_alarm = self.store.guard.alarm
+        return view
+
+    def served_models(self) -> set[str]:
+        """Models some node serves or holds, per the latest polls (they stay retirable once gone from the bucket)."""
+        served: set[str] = set()
+        for node in self.view().nodes:
+            served |= {name for name, entry in node.models.items() if entry.available or entry.serve}
+        return served
 
     async def refreshed_view(self) -> ClusterView:
         """Poll every sidecar now (within about one node timeout), then build the view."""

@@ -8,89 +8,16 @@ first argument, or infer it when the bucket holds exactly one model (``fleetctl 
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
-import httpx
 import typer
-from rich.console import Console
 
 from services.master import fleetctl_render as render
+from services.master.fleetctl_client import Client, CliError, client_of, current_etag, fail, run
 
 app = typer.Typer(help="Drive a modelfleet fleet through master's admin API.", no_args_is_help=True)
-
-
-class CliError(Exception):
-    """A readable failure; ``code`` is the exit status."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass
-class Client:
-    master: str
-    token: str | None
-    timeout: float
-    as_json: bool
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: Any = None,
-        headers: dict[str, str] | None = None,
-        params: dict[str, Any] | None = None,
-    ) -> httpx.Response:
-        """One call to master; problem+json answers become CliError with master's detail."""
-        sent = dict(headers or {})
-        if self.token:
-            sent["Authorization"] = f"Bearer {self.token}"
-        try:
-            with httpx.Client(base_url=self.master, timeout=self.timeout, trust_env=False) as http:
-                response = http.request(method, path, json=body, headers=sent, params=params)
-        except httpx.HTTPError as exc:
-            raise CliError(f"cannot reach master at {self.master}: {type(exc).__name__} {exc}", code=2) from exc
-        if response.status_code >= 400:
-            raise CliError(describe_problem(response))
-        return response
-
-    def get(self, path: str, **params: Any) -> Any:
-        return self.request("GET", path, params=params or None).json()
-
-    def emit(self, payload: Any, table: Any) -> None:
-        if self.as_json:
-            typer.echo(json.dumps(payload, indent=2))
-        else:
-            Console().print(table)
-
-
-def describe_problem(response: httpx.Response) -> str:
-    """ "node-2 unhealthy, retry in 3 s" from a problem+json answer (and its Retry-After)."""
-    try:
-        problem = response.json()
-        detail = str(problem.get("detail") or problem.get("title") or response.reason_phrase)
-    except ValueError:
-        detail = response.text[:200] or response.reason_phrase
-    retry = response.headers.get("retry-after")
-    if retry and "retry in" not in detail:
-        detail += f", retry in {retry} s"
-    message = f"{response.status_code}: {detail}"
-    if response.status_code in (401, 403):
-        message += " (set FLEETCTL_TOKEN or --token-file)"
-    if response.status_code == 412:
-        message += " (someone else changed the desired state; run the command again)"
-    return message
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    Console(stderr=True).print(f"[red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
 
 
 @app.callback()
@@ -106,11 +33,6 @@ def main_options(
     if token_file is not None:
         token = token_file.read_text(encoding="utf-8").strip()
     ctx.obj = Client(master=master.rstrip("/"), token=token or None, timeout=timeout, as_json=as_json)
-
-
-def client_of(ctx: typer.Context) -> Client:
-    client: Client = ctx.obj
-    return client
 
 
 def resolve_model(client: Client, given: str | None) -> str:
@@ -140,14 +62,6 @@ def show_change(client: Client, result: dict[str, Any]) -> None:
         + ("" if result["changed"] else " (no change)")
     )
     client.emit(result, summary)
-
-
-def run(fn: Any) -> Any:
-    """Run a command body, turning CliError into a readable message and exit code."""
-    try:
-        return fn()
-    except CliError as exc:
-        fail(str(exc), exc.code)
 
 
 def split_model(args: list[str], rest: int) -> tuple[str | None, list[str]]:
@@ -217,11 +131,13 @@ def label(
 
     def go() -> None:
         model = resolve_model(client, given)
+        headers = {"If-Match": current_etag(client, f"/v1/models/{model}")}
         if remove:
-            result = client.request("DELETE", f"/v1/models/{model}/labels/{rest[0]}")
+            result = client.request("DELETE", f"/v1/models/{model}/labels/{rest[0]}", headers=headers)
         else:
             version = parse_versions([rest[1]])[0]
-            result = client.request("PUT", f"/v1/models/{model}/labels/{rest[0]}", body={"version": version})
+            path = f"/v1/models/{model}/labels/{rest[0]}"
+            result = client.request("PUT", path, body={"version": version}, headers=headers)
         show_change(client, result.json())
 
     run(go)
@@ -234,7 +150,8 @@ def rollback(ctx: typer.Context, model: Annotated[str | None, typer.Argument()] 
 
     def go() -> None:
         name = resolve_model(client, model)
-        show_change(client, client.request("POST", f"/v1/models/{name}/rollback").json())
+        headers = {"If-Match": current_etag(client, f"/v1/models/{name}")}
+        show_change(client, client.request("POST", f"/v1/models/{name}/rollback", headers=headers).json())
 
     run(go)
 
@@ -245,7 +162,7 @@ def retire(
     model: Annotated[str, typer.Argument()],
     undo: Annotated[bool, typer.Option("--undo", help="serve the model again")] = False,
 ) -> None:
-    """Unload a model everywhere on purpose (enabled=false)."""
+    """Unload a model everywhere on purpose (enabled=false); also one gone from the bucket that nodes serve."""
     client = client_of(ctx)
     run(lambda: update_policy(client, model, {"enabled": undo}))
 
@@ -294,6 +211,44 @@ def diff(ctx: typer.Context) -> None:
     client = client_of(ctx)
     rows = run(lambda: render.compute_diff(client.get("/v1/models"), client.get("/v1/cluster", refresh="true")))
     client.emit(rows, render.diff_table(rows))
+
+
+state_app = typer.Typer(help="The desired-state document's alarm and the admin's decision on it.")
+app.add_typer(state_app, name="state")
+
+
+@state_app.command("show")
+def state_show(ctx: typer.Context) -> None:
+    """Whether the bucket's document rules, or the last good one does (missing or reset)."""
+    client = client_of(ctx)
+    report = run(lambda: client.get("/v1/state"))
+    client.emit(report, render.state_table(report))
+
+
+def _decide(ctx: typer.Context, action: str) -> None:
+    client = client_of(ctx)
+
+    def go() -> Any:
+        headers = {"If-Match": current_etag(client, "/v1/state")}
+        return client.request("POST", f"/v1/state/{action}", headers=headers).json()
+
+    decision = run(go)
+    kept = decision.get("kept_retired") or []
+    summary = f"state {action}: generation {decision['generation']}, revision {decision['revision']}"
+    summary += f"; still retired: {', '.join(kept)}" if kept else ""
+    client.emit(decision, summary)
+
+
+@state_app.command("restore")
+def state_restore(ctx: typer.Context) -> None:
+    """Write the last good document back to the bucket."""
+    _decide(ctx, "restore")
+
+
+@state_app.command("accept")
+def state_accept(ctx: typer.Context) -> None:
+    """Take what the bucket holds now (or its absence) as the truth; retired models stay retired."""
+    _decide(ctx, "accept")
 
 
 def main() -> None:

@@ -51,6 +51,9 @@ def status_table(cluster: JSON) -> Table:
     title = f"fleet {'converged' if cluster['converged'] else 'NOT converged'}: "
     title += f"{cluster['nodes_healthy']}/{cluster['nodes_total']} nodes healthy"
     title += f", polled {age:.1f}s ago" if age is not None else ", not polled yet"
+    alarm = cluster.get("state_alarm")
+    if alarm:
+        title += f"\n[red]STATE DOCUMENT ALARM ({alarm['kind']}):[/] {alarm['message']}"
     table = Table(title=title)
     for column in ("node", "health", "model", "serve", "available", "states", "labels", "failures", "converged"):
         table.add_column(column)
@@ -214,5 +217,25 @@ def diff_table(rows: list[JSON]) -> Table:
             fmt_versions(row["unload"]),
             labels or "-",
             fmt_versions(row["blocked"]) if row["blocked"] else "-",
+        )
+    return table
+
+
+def state_table(report: JSON) -> Table:
+    """The state-document report: alarm, what rules, what the bucket holds."""
+    alarm = report.get("alarm")
+    title = f"[red]ALARM {alarm['kind']}[/]: {alarm['message']}" if alarm else "state document: ok (the bucket's rules)"
+    table = Table(title=title)
+    for column in ("", "present", "generation", "revision", "models", "retired"):
+        table.add_column(column)
+    for name in ("ruling", "bucket"):
+        side = report[name]
+        table.add_row(
+            name,
+            "yes" if side["present"] else "no",
+            str(side["generation"]),
+            "-" if side["revision"] is None else str(side["revision"]),
+            ", ".join(side["models"]) or "-",
+            ", ".join(side["retired"]) or "-",
         )
     return table

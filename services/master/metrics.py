@@ -100,4 +100,11 @@ class FleetCollector(Collector):
         nodes.add_metric(["healthy"], float(view.nodes_healthy))
         nodes.add_metric(["unhealthy"], float(view.nodes_total - view.nodes_healthy))
         yield from (up, failures, stale, node_up, available, newest, node_converged, capacity, model_converged)
-        yield from (fleet, nodes)
+        state_alarm = GaugeMetricFamily(
+            "modelfleet_master_state_document_alarm",
+            "1 while the desired-state document is missing or reset and the last good one rules",
+            labels=["kind"],
+        )
+        for kind in ("desired-state-missing", "desired-state-reset"):
+            state_alarm.add_metric([kind], float(view.state_alarm is not None and view.state_alarm.kind == kind))
+        yield from (fleet, nodes, state_alarm)

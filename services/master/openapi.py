@@ -1,4 +1,5 @@
-"""master's OpenAPI document: every error documented as problem+json, bearer security declared.
+"""master's OpenAPI document: every error documented as problem+json (the bearer security of each route
+comes from its auth dependency, services/master/auth.py).
 
 FastAPI documents only 422 (as application/json); master answers every error as
 ``application/problem+json`` (services.common.problems), so the schema is post-processed to say so.
@@ -26,12 +27,13 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 
 ERROR_TEXT = {
     "400": "Malformed request body (not JSON)",
-    "401": "No bearer token",
-    "403": "Token not accepted",
+    "401": "No bearer token, or one not accepted",
+    "403": "The token's role may not do this (read token on an admin route), or a sidecar URL not allowed",
     "404": "Not found",
     "409": "Conflict",
     "412": "If-Match does not match the desired-state generation (someone else changed it)",
     "413": "Request body too large",
+    "428": "If-Match missing: a write must name the generation it was based on (the ETag of a GET)",
     "422": "Invalid input (model name, label, policy, or version not complete in the bucket)",
     "502": "A node refused the operation",
     "503": "Temporarily unavailable (node unhealthy now, bucket unreachable); see Retry-After",
@@ -45,9 +47,8 @@ def _problem(description: str) -> dict[str, Any]:
     }
 
 
-def install_openapi(app: FastAPI, *, errors: dict[str, list[str]], secured: set[str]) -> None:
-    """Replace ``app.openapi``: ``errors`` maps "METHOD path" → error statuses; ``secured`` lists the
-    "METHOD path" keys that need a bearer token."""
+def install_openapi(app: FastAPI, *, errors: dict[str, list[str]]) -> None:
+    """Replace ``app.openapi``: ``errors`` maps "METHOD path" → error statuses."""
 
     def build() -> dict[str, Any]:
         if app.openapi_schema is not None:
@@ -55,7 +56,6 @@ def install_openapi(app: FastAPI, *, errors: dict[str, list[str]], secured: set[
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         components = schema.setdefault("components", {})
         components.setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
-        components.setdefault("securitySchemes", {})["bearer"] = {"type": "http", "scheme": "bearer"}
         for schema_name in ("HTTPValidationError", "ValidationError"):
             components["schemas"].pop(schema_name, None)
         for path, operations in schema.get("paths", {}).items():
@@ -65,8 +65,6 @@ def install_openapi(app: FastAPI, *, errors: dict[str, list[str]], secured: set[
                 responses.pop("422", None)
                 for status in errors.get(key, []):
                     responses[status] = _problem(ERROR_TEXT[status])
-                if key in secured:
-                    operation["security"] = [{"bearer": []}]
         app.openapi_schema = schema
         return schema
 

@@ -11,6 +11,8 @@ is itself audited, so a second rollback undoes the first.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from services.common.completeness import ModelScan
 from services.common.contracts import AuditEntry, ModelPolicy, resolve_model
 from services.common.errors import Conflict, NotFound
@@ -20,10 +22,19 @@ ROLLBACK_HISTORY = 100
 
 
 async def set_policy(
-    store: DesiredStore, model: str, policy: ModelPolicy, *, actor: str, if_match: int | None
+    store: DesiredStore,
+    model: str,
+    policy: ModelPolicy,
+    *,
+    actor: str,
+    if_match: int | None,
+    served: Collection[str] = (),
 ) -> ChangeResult:
-    """Replace the model's overrides wholesale."""
-    return await store.change(model, lambda _base, _scan: policy, actor=actor, action="set-policy", if_match=if_match)
+    """Replace the model's overrides wholesale (``served``: models nodes still serve, retirable even when
+    gone from the bucket)."""
+    return await store.change(
+        model, lambda _base, _scan: policy, actor=actor, action="set-policy", if_match=if_match, served=served
+    )
 
 
 async def set_label(

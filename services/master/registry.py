@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -107,6 +108,19 @@ class Registry:
                 extra={"node": record.hostname, "role": record.role, "base_url": record.base_url},
             )
         return record, changed
+
+    def drop_where(self, refusal: Callable[[SidecarRecord], str | None]) -> list[SidecarRecord]:
+        """Forget sidecars for which ``refusal`` gives a reason (e.g. a URL no longer allowed)."""
+        dropped: list[SidecarRecord] = []
+        for key, record in list(self._sidecars.items()):
+            reason = refusal(record)
+            if reason is not None:
+                del self._sidecars[key]
+                dropped.append(record)
+                logger.warning("sidecar forgotten: %s", reason, extra={"node": record.hostname, "role": record.role})
+        if dropped:
+            self._version += 1
+        return dropped
 
     def sidecars(self) -> list[SidecarRecord]:
         """Every registered sidecar, sorted by hostname then role."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from services.common.settings import BucketSettings, FleetSettings
+from services.master.addresses import DEFAULT_SIDECAR_ADDRESSES, SidecarAddresses
 
 
 class Settings(FleetSettings, BucketSettings):
@@ -14,7 +15,11 @@ class Settings(FleetSettings, BucketSettings):
 
     port: int = 80
     admin_tokens_file: Path | None = Field(
-        default=None, description="`name:token` lines; the name goes into the audit log (None = admin API open)"
+        default=None,
+        description="`[read|admin ]name:token` lines; the name goes into the audit log (None = API open)",
+    )
+    sidecar_addresses: str = Field(
+        default=DEFAULT_SIDECAR_ADDRESSES, description="host:port allow-list of the sidecar URLs master calls"
     )
     node_stale_seconds: float = Field(default=60.0, gt=0, description="no registration for this long = stale")
     node_drop_seconds: float = Field(default=3600.0, gt=0, description="no registration for this long = dropped")
@@ -25,6 +30,12 @@ class Settings(FleetSettings, BucketSettings):
     bucket_deadline_seconds: float = Field(default=10.0, gt=0, description="overall deadline of one bucket call")
     bucket_cache_seconds: float = Field(default=10.0, ge=0, description="reuse of a bucket listing for reads")
     audit_read_limit: int = Field(default=500, ge=1, description="most audit entries read per request")
+
+    @field_validator("sidecar_addresses")
+    @classmethod
+    def _addresses(cls, value: str) -> str:
+        SidecarAddresses(value)  # ValueError names the bad entry
+        return value
 
     @model_validator(mode="after")
     def _drop_after_stale(self) -> Settings:

@@ -8,10 +8,11 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from services.common.auth import TokenBook
 from services.common.contracts import validate_model_name
 from services.common.errors import Unavailable
 from services.common.health import health_response
-from services.common.http import require_token
+from services.common.http import require_reader, require_token
 from services.remote_model_puller.runtime import Runtime
 from services.remote_model_puller.status import build_status
 
@@ -24,9 +25,12 @@ def _runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 
 
-def make_router(token: str | None) -> APIRouter:
-    """The puller's routes; ``POST /v1/sync`` requires the fleet token (when one is configured)."""
+def make_router(token: str | None, readers: TokenBook | None = None) -> APIRouter:
+    """The puller's routes; ``POST /v1/sync`` requires the fleet token, ``GET /v1/status`` the fleet token
+    or a token of the tokens file (when configured); ``/healthz``, ``/readyz`` and ``/metrics`` stay open."""
     router = APIRouter()
+    fleet_token = [Depends(require_token(token))]
+    reader = [Depends(require_reader(token, readers))]
 
     @router.get("/healthz")
     async def healthz(runtime: RuntimeDep) -> JSONResponse:
@@ -40,13 +44,13 @@ def make_router(token: str | None) -> APIRouter:
             raise Unavailable(why, retry_after=2)
         return {"status": "ready"}
 
-    @router.get("/v1/status")
+    @router.get("/v1/status", dependencies=reader)
     async def status(runtime: RuntimeDep) -> JSONResponse:
         ready, _ = runtime.readiness()
         payload = build_status(runtime.worker, ready=ready, registrar=runtime.registrar)
         return JSONResponse(payload.model_dump(mode="json", by_alias=True))
 
-    @router.post("/v1/sync", status_code=202, dependencies=[Depends(require_token(token))])
+    @router.post("/v1/sync", status_code=202, dependencies=fleet_token)
     async def sync(
         runtime: RuntimeDep, model: Annotated[str | None, Query(description="sync only this model")] = None
     ) -> dict[str, Any]:

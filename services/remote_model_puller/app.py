@@ -106,5 +106,5 @@ def create_app(
 
     app = FastAPI(title="modelfleet remote_model_puller", lifespan=lifespan)
     install_problem_handlers(app)
-    app.include_router(make_router(settings.fleet_token()))
+    app.include_router(make_router(settings.fleet_token(), settings.token_book()))
     return app

@@ -1,5 +1,10 @@
 """The desired-state document as the puller consumes it: read only when its generation changed,
-validated, and the last good one kept (in memory and in FLEET_STATE_DIR) when a new one is invalid."""
+validated, and the last good one kept (in memory and in FLEET_STATE_DIR) when a new one is invalid.
+
+The document is precious: once a generation has been seen, a missing document or a reset one (its
+revision went back: ``successor_problem``) does not rule. The last good one keeps ruling, so retired
+models stay retired, and the alarm (``desired-state-missing`` / ``-reset``) shows in status and
+metrics until master writes a new revision (the admin's ``fleetctl state restore|accept``)."""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from pydantic import ValidationError
 
 from services.common.atomic import atomic_write_bytes
 from services.common.completeness import RemoteObject
-from services.common.contracts import Alarm, DesiredStateDocument
+from services.common.contracts import Alarm, DesiredStateDocument, StateProblem, successor_problem
 from services.common.contracts.base import utcnow
 from services.common.gcs import STATE_OBJECT, read_object
 
@@ -35,6 +40,7 @@ class DocumentSource:
         self.generation: int | None = None
         self.error: str | None = None
         self.reads = 0
+        self.problem: StateProblem | None = None
         self._failed_generation: int | None = None
 
     def load_last_good(self) -> None:
@@ -51,9 +57,12 @@ class DocumentSource:
         """The document in force; None only when no valid document was ever seen (change nothing)."""
         entry = next((o for o in listing if o.name == self.name), None)
         if entry is None:
-            self.document, self.generation, self.error = DesiredStateDocument(), None, None
+            if self.document is not None and self.generation is not None:
+                return self._refuse("desired-state-missing", None, None)
+            self.document, self.generation, self.error, self.problem = DesiredStateDocument(), None, None, None
             return self.document
         if self.document is not None and self.generation == entry.generation:
+            self.error, self.problem = None, None
             return self.document
         if self.error is not None and self._failed_generation == entry.generation:
             return self.document
@@ -66,21 +75,52 @@ class DocumentSource:
             document = DesiredStateDocument.from_json(data)
         except ValidationError as exc:
             self._failed_generation = entry.generation
+            self.problem = None
             self.error = f"generation {generation}: {exc.error_count()} validation error(s)"
             logger.warning("desired-state document rejected, keeping the last good one: %s", exc)
             return self.document
-        self.document, self.generation, self.error = document, generation, None
+        if self.document is not None and self.generation is not None:
+            problem = successor_problem(
+                last_revision=self.document.revision,
+                last_generation=self.generation,
+                found=document,
+                generation=generation,
+            )
+            if problem is not None:
+                return self._refuse(problem, document, entry.generation)
+        self.document, self.generation, self.error, self.problem = document, generation, None, None
         await asyncio.to_thread(self._save_last_good, data, generation)
         return document
 
+    def _refuse(
+        self, problem: StateProblem, found: DesiredStateDocument | None, generation: int | None
+    ) -> DesiredStateDocument | None:
+        """Keep the last good document ruling; the alarm says why (read once per refused generation)."""
+        assert self.document is not None
+        self._failed_generation = generation
+        if found is None:
+            error = f"gone from the bucket after generation {self.generation}"
+        else:
+            error = f"generation {generation} has revision {found.revision}, after revision {self.document.revision}"
+        if self.problem != problem or self.error != error:
+            logger.error("desired-state document %s: keeping generation %s ruling", error, self.generation)
+        self.problem, self.error = problem, error
+        return self.document
+
+    @property
+    def alarm_kind(self) -> str:
+        return self.problem or "desired-state-invalid"
+
     def alarm(self) -> Alarm:
         kept = "keeping the last good one" if self.document is not None else "no good document yet: nothing changes"
-        return Alarm(
-            kind="desired-state-invalid",
-            severity="critical",
-            since=utcnow(),
-            message=f"desired-state document failed validation ({self.error}); {kept}",
-        )
+        if self.problem == "desired-state-missing":
+            message = f"desired-state document {self.error}; {kept} (retired models stay retired)"
+        elif self.problem == "desired-state-reset":
+            message = f"desired-state document reset: {self.error}; {kept} (retired models stay retired)"
+        else:
+            message = f"desired-state document failed validation ({self.error}); {kept}"
+        message += "; an admin decides: fleetctl state restore|accept" if self.problem else ""
+        return Alarm(kind=self.alarm_kind, severity="critical", since=utcnow(), message=message)
 
     def _save_last_good(self, data: bytes, generation: int) -> None:
         try:

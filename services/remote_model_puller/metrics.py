@@ -10,6 +10,8 @@ ALARM_KINDS = (
     "mass-removal",
     "disk-full",
     "desired-state-invalid",
+    "desired-state-missing",
+    "desired-state-reset",
     "bucket-unreachable",
     "download-failed",
     "install-failed",

@@ -167,7 +167,7 @@ class SyncWorker(PeriodicWorker):
         self.metrics.object_reads.inc(self.documents.reads - reads)
         self.state.document_generation, self.state.document_error = self.documents.generation, self.documents.error
         if self.documents.error and self.documents.reads > reads:
-            self.metrics.errors.labels(kind="desired-state-invalid").inc()
+            self.metrics.errors.labels(kind=self.documents.alarm_kind).inc()
         self.state.scan = scan_listing(
             objects,
             prefix=self.settings.prefix,

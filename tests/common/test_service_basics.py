@@ -87,7 +87,7 @@ async def test_problem_json_and_tokens() -> None:
         r = await client.get("/boom")
         assert r.status_code == 500 and "secret" not in r.text and "Traceback" not in r.text
         assert (await client.post("/guarded")).status_code == 401
-        assert (await client.post("/guarded", headers={"Authorization": "Bearer nope"})).status_code == 403
+        assert (await client.post("/guarded", headers={"Authorization": "Bearer nope"})).status_code == 401
         assert (await client.post("/guarded", headers={"Authorization": "Bearer s3cret"})).status_code == 200
 
 

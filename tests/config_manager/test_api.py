@@ -20,6 +20,8 @@ from tests.config_manager.conftest import Node, target
 from tests.support.serving import free_port
 
 TOKEN = "fleet-secret"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+READ_TOKEN = "read-only"
 
 
 @contextlib.asynccontextmanager
@@ -68,6 +70,8 @@ def api_settings(tmp_path: Path, *, grpc_target: str, **overrides: object) -> Se
     tmp_path.mkdir(parents=True, exist_ok=True)
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
+    tokens_file = tmp_path / "tokens"
+    tokens_file.write_text(f"read grafana:{READ_TOKEN}\n")
     values: dict[str, object] = {
         "port": free_port(),
         "hostname": "node-1",
@@ -75,6 +79,7 @@ def api_settings(tmp_path: Path, *, grpc_target: str, **overrides: object) -> Se
         "tensorflow_serving_config_file": tmp_path / "serving_config" / "models.config",
         "tensorflow_serving_grpc_target": grpc_target,
         "token_file": token_file,
+        "admin_tokens_file": tokens_file,
         "master_url": f"http://127.0.0.1:{free_port()}",  # nobody listens: registration just retries
         "sync_interval_seconds": 300.0,
         "watch_interval_seconds": 0.2,
@@ -96,19 +101,24 @@ async def test_api_without_tfserving_is_alive_not_ready_and_changes_nothing(tmp_
         ready = await client.get("/readyz")
         assert ready.status_code == 503 and ready.headers["content-type"].startswith("application/problem+json")
         assert (await client.post("/v1/sync")).status_code == 401
-        assert (await client.post("/v1/sync", headers={"Authorization": "Bearer nope"})).status_code == 403
+        assert (await client.post("/v1/sync", headers={"Authorization": "Bearer nope"})).status_code == 401
+        reader = {"Authorization": f"Bearer {READ_TOKEN}"}
+        for read in ("/v1/status", "/v1/config"):  # reads need a token too; health and metrics do not
+            assert (await client.get(read)).status_code == 401
+            assert (await client.get(read, headers=reader)).status_code == 200  # a read token of the tokens file
+        assert (await client.post("/v1/sync", headers=reader)).status_code == 401  # writes: the fleet token only
         auth = {"Authorization": f"Bearer {TOKEN}"}
         assert (await client.post("/v1/sync", headers=auth)).status_code == 202
         assert (await client.post("/v1/gc", headers=auth)).status_code == 202
 
         async def unreachable_reported() -> bool:
-            body = (await client.get("/v1/status")).json()
+            body = (await client.get("/v1/status", headers=AUTH)).json()
             return any(a["kind"] == "tfserving-unreachable" for a in body["alarms"])
 
         await eventually(unreachable_reported)
-        status = (await client.get("/v1/status")).json()
+        status = (await client.get("/v1/status", headers=AUTH)).json()
         assert status["role"] == "config_manager" and status["hostname"] == "node-1" and status["ready"] is False
-        config = (await client.get("/v1/config")).json()
+        config = (await client.get("/v1/config", headers=AUTH)).json()
         assert config["text"] == "model_config_list {\n}\n" and len(config["hash"]) == 16
         metrics = (await client.get("/metrics")).text
         assert 'modelfleet_config_manager_reconciles_total{result="unreachable"}' in metrics
@@ -140,12 +150,12 @@ async def test_api_with_tfserving_reconciles_on_desired_change(node: Node, tmp_p
             return [(e.versions, e.labels) for e in entries] == [((2,), {"stable": 2})]
 
         await eventually(rolled, timeout=60)
-        status = (await client.get("/v1/status")).json()
+        status = (await client.get("/v1/status", headers=AUTH)).json()
         model = status["models"]["m"]
         assert model["serve"] == [2] and model["in_config"] == [2] and model["config_labels"] == {"stable": 2}
         assert 2 in model["available"]
         assert status["details"]["last_reload_seconds"] is not None
-        config = (await client.get("/v1/config")).json()
+        config = (await client.get("/v1/config", headers=AUTH)).json()
         assert config["hash"] == status["details"]["config_hash"] and 'name: "m"' in config["text"]
         metrics = (await client.get("/metrics")).text
         assert 'modelfleet_config_manager_reloads_total{result="ok"}' in metrics

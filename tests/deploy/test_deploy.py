@@ -272,8 +272,20 @@ def test_credentials_and_tokens_are_docker_secrets(rendered_stack: dict[str, Any
 def test_bucket_credentials_go_only_where_the_bucket_is_used(services: dict[str, Any]) -> None:
     for name in ("remote_model_puller", "master"):
         assert services[name]["environment"]["REMOTE_MODEL_DIRECTORY"] == REQUIRED_VARS["REMOTE_MODEL_DIRECTORY"]
-    assert "gcp_credentials" not in {s["source"] for s in services["config_manager"]["secrets"]}
+    assert not {"gcp_reader", "gcp_writer"} & {s["source"] for s in services["config_manager"]["secrets"]}
     assert "secrets" not in services["tfserving"]
+
+
+def test_least_privilege_the_puller_reads_with_its_own_key_only_master_writes(rendered_stack: dict[str, Any]) -> None:
+    services, secrets = rendered_stack["services"], rendered_stack["secrets"]
+    sources = {name: {s["source"] for s in services[name]["secrets"]} for name in PY_SERVICES}
+    assert "gcp_reader" in sources["remote_model_puller"] and "gcp_writer" not in sources["remote_model_puller"]
+    assert "gcp_writer" in sources["master"] and "gcp_reader" not in sources["master"]
+    assert secrets["gcp_reader"]["name"] != secrets["gcp_writer"]["name"]
+    master = services["master"]["environment"]
+    assert master["FLEET_SIDECAR_ADDRESSES"] == "{hostname}:8001,{hostname}:8002"
+    for name in PY_SERVICES:  # auth stays on: every Python service has its token files, none disables it
+        assert "FLEET_AUTH" not in services[name]["environment"] and services[name]["environment"]["FLEET_TOKEN_FILE"]
 
 
 @pytest.mark.parametrize("name", NODE_SERVICES)

@@ -108,18 +108,20 @@ def test_image_installs_only_the_locked_runtime_dependencies(name: str) -> None:
     runs = [arguments for keyword, arguments in steps if keyword == "RUN"]
     export = [run for run in runs if "uv export" in run]
     assert len(export) == 1
-    assert "--frozen" in export[0] and "--no-dev" in export[0]
-    assert "--extra" not in export[0] and "--all-extras" not in export[0]
+    assert "--frozen" in export[0] and "--no-dev" in export[0] and "--all-extras" not in export[0]
+    # fleetctl (typer, rich) ships with master only; the sidecar images carry neither.
+    assert re.findall(r"--extra[ =](\S+)", export[0]) == (["cli"] if name == "master" else [])
     assert "--require-hashes" in export[0]
     assert not any(TENSORFLOW.search(run) for run in runs)
     assert not any(re.search(r"pip install[^&]*\[", run) for run in runs)  # no `.[serving]`-style extras
 
 
-def runtime_closure(lock: dict[str, object], root: str) -> set[str]:
-    """Names of the packages uv.lock installs for ``root`` without extras or dev groups."""
+def runtime_closure(lock: dict[str, object], root: str, extras: tuple[str, ...] = ()) -> set[str]:
+    """Names of the packages uv.lock installs for ``root`` with ``extras`` and no dev groups."""
     packages = {package["name"]: package for package in lock["package"]}  # type: ignore[index, attr-defined]
     seen: set[str] = set()
-    pending = [root]
+    optional_of_root = packages[root].get("optional-dependencies", {})
+    pending = [root, *(entry["name"] for extra in extras for entry in optional_of_root.get(extra, []))]
     while pending:
         name = pending.pop()
         if name in seen:
@@ -140,6 +142,12 @@ def test_the_locked_runtime_dependencies_have_no_tensorflow() -> None:
     assert {"fastapi", "grpcio", "google-cloud-storage", "uvicorn"} <= closure
     assert not {name for name in closure if TENSORFLOW.search(name)}
     assert "tensorflow" in runtime_closure(lock, "tensorflow-serving-api")  # the check can see TF at all
+
+
+def test_sidecar_images_carry_no_cli_libraries() -> None:
+    lock = tomllib.loads((REPO / "uv.lock").read_text())
+    assert not {"typer", "rich", "pygments"} & runtime_closure(lock, "modelfleet")  # httpx skips its CLI
+    assert {"typer", "rich"} <= runtime_closure(lock, "modelfleet", ("cli",))
 
 
 @pytest.mark.parametrize("name", sorted(PY_SERVICES))

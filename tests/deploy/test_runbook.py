@@ -61,8 +61,22 @@ def test_fleetctl_commands_are_the_ones_fleetctl_has(runbook: str) -> None:
     from services.master.fleetctl import app
 
     commands = {command.name or command.callback.__name__ for command in app.registered_commands}  # type: ignore[union-attr]
+    commands |= {group.name for group in app.registered_groups if group.name}  # fleetctl state show|restore|accept
     used = set(re.findall(r"(?:`|^|\s)fleetctl (?:--[a-z-]+ \S+ )*([a-z]+)\b(?! /)", runbook, re.MULTILINE))
-    assert used >= {"status", "models", "nodes", "rollback", "retire", "sync", "gc", "pin", "label", "audit", "diff"}
+    assert used >= {
+        "status",
+        "models",
+        "nodes",
+        "rollback",
+        "retire",
+        "sync",
+        "gc",
+        "pin",
+        "label",
+        "audit",
+        "diff",
+        "state",
+    }
     assert used <= commands
     for option in re.findall(r"`fleetctl [^`]*?(--[a-z-]+)", runbook):
         assert option in {"--remove", "--undo", "--model", "--master", "--json", "--token-file"}, option

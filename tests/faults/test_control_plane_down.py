@@ -23,7 +23,7 @@ MASTER_OUTAGE_SECONDS = 12.0
 
 
 def _registered(fleet: FaultFleet) -> dict[tuple[str, str], dict[str, Any]]:
-    nodes = get_json(fleet.master_url + "/v1/nodes")["nodes"]
+    nodes = get_json(fleet.master_url + "/v1/nodes", token=fleet.read_token)["nodes"]
     return {(n["hostname"], role): s for n in nodes for role, s in n["sidecars"].items()}
 
 

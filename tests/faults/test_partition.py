@@ -39,7 +39,7 @@ def partitioned_fleet(tmp_path: Path) -> Iterator[tuple[FaultFleet, NetnsNode]]:
 
 
 def _node(fleet: FaultFleet, hostname: str) -> dict[str, Any]:
-    node: dict[str, Any] = get_json(f"{fleet.master_url}/v1/nodes/{hostname}")
+    node: dict[str, Any] = get_json(f"{fleet.master_url}/v1/nodes/{hostname}", token=fleet.read_token)
     return node
 
 
@@ -104,4 +104,6 @@ def test_cut_off_node_unhealthy_after_three_polls_503_then_recovers(
     assert stats.control_plane_failed == 0, stats.summary()  # the reachable node never noticed
     converge(fleet.nodes, [1], timeout=10)
     with httpx.Client(timeout=5, trust_env=False) as client:  # the node's sidecars answer over the link again
-        assert client.get(f"http://{cut_off.address}:{cut_off.puller_port}/v1/status").status_code == 200
+        fleet_token = {"Authorization": f"Bearer {fleet.fleet_token}"}
+        status = client.get(f"http://{cut_off.address}:{cut_off.puller_port}/v1/status", headers=fleet_token)
+        assert status.status_code == 200

@@ -12,10 +12,14 @@ from google.cloud import storage
 
 from services.master.app import create_app
 from services.master.settings import Settings
-from tests.master.support import ADMIN_TOKENS, FLEET_TOKEN, ServerThread, StandInSidecar
+from tests.master.support import ADMIN_TOKENS, FLEET_TOKEN, READ_TOKEN, ServerThread, StandInSidecar
 from tests.support.gcs import FakeGcs
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKENS['alice']}"}
+READER = {"Authorization": f"Bearer {READ_TOKEN}"}
+# What the tests' default client sends: the admin token, and If-Match: * (overwrite whatever generation, on
+# purpose) so a test about something else needs no GET first; tests of If-Match send their own.
+ADMIN_ANY = {**ADMIN, "If-Match": "*"}
 FLEET = {"Authorization": f"Bearer {FLEET_TOKEN}"}
 
 
@@ -24,7 +28,11 @@ def token_files(tmp_path: Path) -> dict[str, Path]:
     fleet = tmp_path / "fleet.token"
     fleet.write_text(FLEET_TOKEN + "\n")
     admins = tmp_path / "admin.tokens"
-    admins.write_text("# name:token\n" + "".join(f"{n}:{t}\n" for n, t in ADMIN_TOKENS.items()))
+    admins.write_text(
+        "# [role ]name:token\n"
+        + "".join(f"{n}:{t}\n" for n, t in ADMIN_TOKENS.items())
+        + f"read grafana:{READ_TOKEN}\n"
+    )
     return {"fleet": fleet, "admin": admins}
 
 
@@ -45,6 +53,8 @@ def make_settings(
             "bucket_deadline_seconds": 5,
             "bucket_cache_seconds": 0,
             "log_format": "text",
+            # Stand-in sidecars on per-node loopback ports, and production's rule (a node's own ports).
+            "sidecar_addresses": "127.0.0.1:*,{hostname}:8001,{hostname}:8002",
         }
         values.update(overrides)
         return Settings(**values)
@@ -60,9 +70,12 @@ class MasterHandle:
         self.url = self.server.url
 
     def client(self, **kwargs: Any) -> httpx.Client:
+        """A client sending the admin token and ``If-Match: *`` (``headers={}`` for none)."""
+        kwargs.setdefault("headers", ADMIN_ANY)
         return httpx.Client(base_url=self.url, timeout=30, trust_env=False, **kwargs)
 
     def async_client(self, **kwargs: Any) -> httpx.AsyncClient:
+        kwargs.setdefault("headers", ADMIN_ANY)
         return httpx.AsyncClient(base_url=self.url, timeout=30, trust_env=False, **kwargs)
 
     def stop(self) -> None:

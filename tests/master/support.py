@@ -17,6 +17,7 @@ from tests.support.gcs import free_port
 
 FLEET_TOKEN = "fleet-secret"
 ADMIN_TOKENS = {"alice": "admin-alice", "bob": "admin-bob"}
+READ_TOKEN = "read-grafana"
 
 
 class ServerThread:

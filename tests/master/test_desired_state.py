@@ -58,7 +58,7 @@ def test_pin_with_if_match_writes_the_document_and_one_audit_entry(
 ) -> None:
     publish(bucket)
     master = start_master()
-    with master.client(headers=ADMIN) as client:
+    with master.client() as client:
         etag = client.get("/v1/models/ranker").headers["etag"]
         r = client.put("/v1/models/ranker", json={"pinned": [1]}, headers={"If-Match": etag})
         assert r.status_code == 200, r.text
@@ -86,7 +86,7 @@ def test_versions_not_complete_in_the_bucket_are_refused(
 ) -> None:
     publish(bucket)
     master = start_master()
-    with master.client(headers=ADMIN) as client:
+    with master.client() as client:
         r = client.put("/v1/models/ranker", json={"pinned": [3]})
         assert r.status_code == 422
         assert "3" in r.json()["detail"] and "shard" in r.json()["versions"]["3"]
@@ -120,7 +120,7 @@ async def test_two_concurrent_puts_one_wins_one_gets_412_and_one_audit_entry(
 def test_labels_move_and_go(bucket: storage.Bucket, start_master: Callable[..., MasterHandle]) -> None:
     publish(bucket)
     master = start_master()
-    with master.client(headers=ADMIN) as client:
+    with master.client() as client:
         r = client.put("/v1/models/ranker/labels/stable", json={"version": 1})
         assert r.status_code == 200
         assert r.json()["model"]["effective"]["labels"] == {"stable": 1}
@@ -139,7 +139,7 @@ def test_rollback_goes_to_the_previous_serving_versions(
 ) -> None:
     publish(bucket)
     master = start_master()
-    with master.client(headers=ADMIN) as client:
+    with master.client() as client:
         # No audit history: default policy serves 2 → rollback pins the previous complete version.
         r = client.post("/v1/models/ranker/rollback")
         assert r.status_code == 200 and r.json()["model"]["effective"]["serve"] == [1]
@@ -160,7 +160,7 @@ def test_rollback_with_nothing_older_is_a_conflict(
 ) -> None:
     put_version(bucket, "solo", 1)
     master = start_master()
-    with master.client(headers=ADMIN) as client:
+    with master.client() as client:
         r = client.post("/v1/models/solo/rollback")
         assert r.status_code == 409 and "nothing to roll back" in r.json()["detail"]
 
@@ -170,7 +170,7 @@ def test_retire_keeps_the_model_listed_as_disabled(
 ) -> None:
     publish(bucket)
     master = start_master()
-    with master.client(headers=ADMIN) as client:
+    with master.client() as client:
         r = client.put("/v1/models/ranker", json={"enabled": False})
         assert r.status_code == 200
         effective = client.get("/v1/models/ranker").json()["effective"]
@@ -189,7 +189,7 @@ def test_bucket_briefly_unreachable_is_503_with_retry_after_then_recovers(
         master = start_master(
             storage_emulator_host=own.url, remote_model_directory="gs://flaky/models", bucket_deadline_seconds=1.0
         )
-        with master.client(headers=ADMIN) as client:
+        with master.client() as client:
             assert client.get("/v1/models").status_code == 200
             own.stop()
             r = client.get("/v1/models")
@@ -199,7 +199,7 @@ def test_bucket_briefly_unreachable_is_503_with_retry_after_then_recovers(
             assert client.get("/healthz").status_code == 200  # master itself stays up
             own.start()
             own.client().create_bucket("flaky")
-            recovered = httpx.get(f"{master.url}/v1/models", timeout=30)
+            recovered = httpx.get(f"{master.url}/v1/models", headers=ADMIN, timeout=30)
             assert recovered.status_code == 200 and recovered.json()["models"] == []
     finally:
         own.close()

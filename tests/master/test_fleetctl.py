@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from services.master.fleetctl import app
 from tests.master.conftest import MasterHandle, register
-from tests.master.support import ADMIN_TOKENS, StandInSidecar, free_port, node_model, put_version
+from tests.master.support import ADMIN_TOKENS, READ_TOKEN, StandInSidecar, free_port, node_model, put_version
 
 runner = CliRunner()
 
@@ -141,6 +141,29 @@ def test_sync_and_gc_and_readable_errors(fleet: tuple[MasterHandle, dict[str, St
     code, out = fleetctl(master, "sync", token=None)
     assert code == 1 and "401" in out and "FLEETCTL_TOKEN" in out
     code, out = fleetctl(master, "pin", "1", token="wrong")
-    assert code == 1 and "403" in out
+    assert code == 1 and "401" in out
+    code, out = fleetctl(master, "pin", "1", token=READ_TOKEN)
+    assert code == 1 and "403" in out and "admin token" in out
+    code, out = fleetctl(master, "status", token=READ_TOKEN)
+    assert code == 0, out
     code, out = fleetctl(f"http://127.0.0.1:{free_port()}", "status")
     assert code == 2 and "cannot reach master" in out
+
+
+def test_a_model_gone_from_the_bucket_that_nodes_serve_can_be_retired(
+    fleet: tuple[MasterHandle, dict[str, StandInSidecar]], bucket: storage.Bucket
+) -> None:
+    master, nodes = fleet
+    code, out = fleetctl(master, "retire", "legacy")
+    assert code == 1 and "404" in out  # neither in the bucket nor served anywhere
+    nodes["node-1/config_manager"].models["legacy"] = node_model([3], [3])
+    with master.client() as client:
+        client.get("/v1/cluster", params={"refresh": "true"})
+        listed = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    assert listed["legacy"]["in_bucket"] is False and listed["legacy"]["complete_versions"] == []
+    code, out = fleetctl(master, "retire", "legacy")
+    assert code == 0, out
+    state = json.loads(bucket.blob("models/_fleet/state.json").download_as_bytes())
+    assert state["models"]["legacy"]["enabled"] is False
+    code, out = fleetctl(master, "pin", "legacy", "3")
+    assert code == 1 and "422" in out  # nothing to pin: version 3 is not in the bucket

@@ -33,22 +33,50 @@ def test_registration_needs_the_fleet_token_and_is_an_upsert(start_master: Calla
     with master.client() as client:
         assert client.post("/v1/nodes/register", json=reg("n1")).status_code == 401
         wrong = client.post("/v1/nodes/register", json=reg("n1"), headers={"Authorization": "Bearer nope"})
-        assert wrong.status_code == 403 and wrong.headers["content-type"] == "application/problem+json"
+        assert wrong.status_code == 401 and wrong.headers["content-type"] == "application/problem+json"
         admin = {"Authorization": f"Bearer {ADMIN_TOKENS['alice']}"}
-        assert client.post("/v1/nodes/register", json=reg("n1"), headers=admin).status_code == 403
+        assert client.post("/v1/nodes/register", json=reg("n1"), headers=admin).status_code == 401
         for _ in range(3):
-            assert client.post("/v1/nodes/register", json=reg("n1"), headers=FLEET).status_code == 200
+            ok = client.post("/v1/nodes/register", json=reg("n1"), headers=FLEET)
+            assert ok.status_code == 200 and ok.json()["stale_after_seconds"] == master.settings.node_stale_seconds
         client.post("/v1/nodes/register", json=reg("n1", "config_manager", 8002), headers=FLEET)
-        moved = client.post("/v1/nodes/register", json=reg("n1", port=9001), headers=FLEET)
-        assert moved.json()["stale_after_seconds"] == master.settings.node_stale_seconds
+        moved = client.post("/v1/nodes/register", json=reg("n1", "config_manager", 8001), headers=FLEET)
+        assert moved.status_code == 200  # the URL may change within the allow-list
         nodes = client.get("/v1/nodes").json()["nodes"]
         assert [n["hostname"] for n in nodes] == ["n1"]
         assert sorted(nodes[0]["sidecars"]) == ["config_manager", "puller"]
-        assert nodes[0]["sidecars"]["puller"]["base_url"] == "http://n1:9001"
+        assert nodes[0]["sidecars"]["config_manager"]["base_url"] == "http://n1:8001"
         bad = client.post("/v1/nodes/register", json={**reg("n1"), "hostname": "../x"}, headers=FLEET)
         assert bad.status_code == 422
         bad_role = client.post("/v1/nodes/register", json={**reg("n1"), "role": "tfserving"}, headers=FLEET)
         assert bad_role.status_code == 422
+
+
+def test_master_calls_only_urls_its_allow_list_admits(start_master: Callable[..., MasterHandle]) -> None:
+    master = start_master(sidecar_addresses="{hostname}:8001,{hostname}:8002")  # production's default
+    refused = [
+        reg("n1", port=9001),  # another port
+        {**reg("n1"), "base_url": "http://n2:8001"},  # another node's name
+        {**reg("n1"), "base_url": "http://169.254.169.254:80"},  # the metadata server
+        {**reg("n1"), "base_url": "http://user@n1:8001"},
+        {**reg("n1"), "base_url": "http://n1:8001/?x=1"},
+        {**reg("n1"), "base_url": "file:///etc/passwd"},
+    ]
+    with master.client() as client:
+        for body in refused:
+            r = client.post("/v1/nodes/register", json=body, headers=FLEET)
+            assert r.status_code in (403, 422), body
+            if r.status_code == 403:
+                assert "FLEET_SIDECAR_ADDRESSES" in r.json()["detail"] or "not allowed" in r.json()["detail"]
+        assert client.post("/v1/nodes/register", json=reg("n1"), headers=FLEET).status_code == 200
+        assert client.post("/v1/nodes/register", json=reg("N2", port=8002), headers=FLEET).status_code == 200
+        assert [n["hostname"] for n in client.get("/v1/nodes").json()["nodes"]] == ["N2", "n1"]
+    master.stop()
+    # Sidecars registered under an older, wider rule are forgotten at start, never called.
+    narrower = start_master(master.settings.model_copy(update={"sidecar_addresses": "{hostname}:8002"}))
+    with narrower.client() as client:
+        nodes = client.get("/v1/nodes").json()["nodes"]
+    assert [(n["hostname"], sorted(n["sidecars"])) for n in nodes] == [("N2", ["puller"])]
 
 
 def test_registry_survives_a_master_restart(start_master: Callable[..., MasterHandle]) -> None:

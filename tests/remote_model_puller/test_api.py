@@ -49,7 +49,8 @@ async def test_service_syncs_reports_and_registers(
                 assert (await http.get("/healthz")).status_code == 200
 
                 async def status() -> SidecarStatus:
-                    return SidecarStatus.model_validate((await http.get("/v1/status")).json())
+                    fleet = {"Authorization": "Bearer fleet-token"}
+                    return SidecarStatus.model_validate((await http.get("/v1/status", headers=fleet)).json())
 
                 seen_download = None
                 deadline = time.monotonic() + 15
@@ -82,8 +83,9 @@ async def test_service_syncs_reports_and_registers(
                 assert final.last_success_at is not None and final.last_error is None
 
                 assert (await http.post("/v1/sync")).status_code == 401
+                assert (await http.get("/v1/status")).status_code == 401  # reads need the fleet token too
                 forbidden = await http.post("/v1/sync", headers={"Authorization": "Bearer nope"})
-                assert forbidden.status_code == 403
+                assert forbidden.status_code == 401
                 assert forbidden.headers["content-type"].startswith("application/problem+json")
                 auth = {"Authorization": "Bearer fleet-token"}
                 bad = await http.post("/v1/sync", params={"model": "../etc"}, headers=auth)

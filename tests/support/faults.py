@@ -11,6 +11,7 @@ and the checks a 3am operator would make (no partial versions, status, metrics, 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import subprocess
 import sys
@@ -57,6 +58,13 @@ class FaultFleet(LocalFleet):
     @property
     def master_url(self) -> str:
         return f"http://{self.host}:{self.master_port}"
+
+    @property
+    def sidecar_addresses(self) -> str:
+        """Loopback ports, and the namespaces' side of the veth pairs (same /24 as master's address)."""
+        if self.host == "127.0.0.1":
+            return super().sidecar_addresses
+        return f"{super().sidecar_addresses},{ipaddress.ip_network(self.host + '/24', strict=False)}:*"
 
     def _master_process(self) -> ManagedProcess:
         proc = super()._master_process()
@@ -128,8 +136,9 @@ def sidecar_url(node: Node, role: str) -> str:
     return f"http://{host}:{port}"
 
 
-def get_json(url: str, *, timeout: float = 3.0) -> Any:
-    with httpx.Client(timeout=timeout, trust_env=False) as client:
+def get_json(url: str, *, token: str, timeout: float = 3.0) -> Any:
+    """GET ``url`` with ``token`` (master's read token, or the fleet token for a sidecar)."""
+    with httpx.Client(timeout=timeout, trust_env=False, headers={"Authorization": f"Bearer {token}"}) as client:
         response = client.get(url)
         response.raise_for_status()
         return response.json()
@@ -137,7 +146,8 @@ def get_json(url: str, *, timeout: float = 3.0) -> Any:
 
 def sidecar_status(node: Node, role: str) -> dict[str, Any]:
     """The sidecar's own ``GET /v1/status``."""
-    status: dict[str, Any] = get_json(sidecar_url(node, role) + "/v1/status")
+    token = Path(node.processes[role].env["FLEET_TOKEN_FILE"]).read_text().strip()
+    status: dict[str, Any] = get_json(sidecar_url(node, role) + "/v1/status", token=token)
     return status
 
 

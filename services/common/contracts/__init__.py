@@ -10,7 +10,9 @@ from services.common.contracts.desired_state import (
     DesiredStateDocument,
     ModelPolicy,
     ResolvedModel,
+    StateProblem,
     resolve_model,
+    successor_problem,
 )
 from services.common.contracts.local import (
     FailedDocument,
@@ -53,6 +55,8 @@ __all__ = [
     "Registration",
     "ResolvedModel",
     "SidecarStatus",
+    "StateProblem",
     "resolve_model",
+    "successor_problem",
     "validate_model_name",
 ]

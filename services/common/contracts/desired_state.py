@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -68,9 +69,12 @@ class ModelPolicy(BaseModel):
 
 
 class DesiredStateDocument(Document):
-    """The whole document. ``models`` maps model name → overrides."""
+    """The whole document. ``models`` maps model name → overrides. ``revision`` rises with each of master's
+    writes (the write's time in ms, always above the previous revision): a document whose revision goes
+    back was reset, not written by master (``successor_problem``)."""
 
     models: dict[str, ModelPolicy] = Field(default_factory=dict)
+    revision: int = Field(default=0, ge=0, description="rises with every master write (0 = before revisions)")
     updated_at: datetime | None = None
     updated_by: str | None = None
 
@@ -85,6 +89,28 @@ class DesiredStateDocument(Document):
     def policy_for(self, model: str) -> ModelPolicy:
         """The effective overrides for ``model`` (defaults when absent)."""
         return self.models.get(model) or ModelPolicy()
+
+
+StateProblem = Literal["desired-state-missing", "desired-state-reset"]
+
+
+def successor_problem(
+    *, last_revision: int, last_generation: int, found: DesiredStateDocument | None, generation: int | None
+) -> StateProblem | None:
+    """Judge the document found in the bucket against the last good one seen (revision, generation).
+
+    Missing once one was seen: ``desired-state-missing``. A revision that went back, or the same non-zero
+    revision at another generation (a copy put back by hand): ``desired-state-reset``. The last good
+    document keeps ruling in both cases until an admin decides (master's ``/v1/state``). Documents
+    written before revisions (0) are accepted, so an upgrade raises no alarm.
+    """
+    if found is None or generation is None:
+        return "desired-state-missing"
+    if generation == last_generation:
+        return None
+    if found.revision < last_revision or (found.revision == last_revision > 0):
+        return "desired-state-reset"
+    return None
 
 
 class ResolvedModel(BaseModel):
