@@ -32,9 +32,10 @@ logger = logging.getLogger("chaos.faults")
 
 MODEL = "ranker"  # gets the rollouts, corrupt versions and pins
 STATIC_MODEL = "embedder"  # one version all along: must never leave any config
-KILLS = ("kill puller", "kill config_manager", "kill model server", "kill master")
-KINDS = (*KILLS, "gcs killed", "gcs 503", "gcs blackhole", "volume full", "partition", "corrupt version", "state edit")
-ROLE = {"kill puller": "puller", "kill config_manager": "config_manager", "kill model server": "serving"}
+KILLS = ("kill puller", "kill config_manager", "kill model server", "kill master", "gcs killed")
+KINDS = (*KILLS, "gcs 503", "gcs blackhole", "volume full", "partition", "corrupt version", "state edit")
+ROLE = {"kill master": "master", "gcs killed": "gcs"}
+ROLE_ON_NODE = {"kill puller": "puller", "kill config_manager": "config_manager", "kill model server": "serving"}
 FILLER = ".chaos-filler"
 
 
@@ -60,11 +61,19 @@ class Event:
 
 
 def schedule(
-    rng: random.Random, nodes: list[str], *, hold: tuple[float, float], gap: tuple[float, float]
+    rng: random.Random,
+    nodes: list[str],
+    *,
+    hold: tuple[float, float],
+    gap: tuple[float, float],
+    first: tuple[str, ...] = (),
 ) -> Iterator[Event]:
-    """Endless rounds of every kind in a seeded random order (each kind once per round)."""
+    """Endless rounds of every kind in a seeded random order (each kind once per round; ``first`` leads)."""
     while True:
-        for kind in rng.sample(KINDS, len(KINDS)):
+        kinds = rng.sample(KINDS, len(KINDS))
+        kinds.sort(key=lambda kind: kind not in first)
+        first = ()
+        for kind in kinds:
             target = "master" if kind == "kill master" else "gcs" if kind.startswith("gcs") else rng.choice(nodes)
             if kind == "volume full":
                 target = nodes[0]  # the node whose volume is a small tmpfs
@@ -133,10 +142,8 @@ class Injector:
     def _actions(self, event: Event) -> tuple[Callable[[], None], Callable[[], None]]:
         kind = event.kind
         if kind in KILLS:
-            name = "master" if kind == "kill master" else f"{event.target}/{ROLE[kind]}"
+            name = ROLE.get(kind) or f"{event.target}/{ROLE_ON_NODE[kind]}"
             return lambda: self._kill(name, event.target, kind), self._until_restarted
-        if kind == "gcs killed":
-            return self.fleet.gcs.stop, lambda: self._restart_gcs()
         if kind == "gcs 503":
             return lambda: setattr(self.rules, "fail_all", 503), lambda: setattr(self.rules, "fail_all", None)
         if kind == "gcs blackhole":
@@ -171,10 +178,6 @@ class Injector:
         deadline = time.monotonic() + self.restart_delay + 60
         while not self.supervisor.settled() and time.monotonic() < deadline:
             time.sleep(0.1)
-
-    def _restart_gcs(self) -> None:
-        time.sleep(max(0.0, self.restart_delay - 1.0))
-        self.fleet.gcs.start()
 
     def _partition(self, hostname: str, cut: Callable[[], None]) -> None:
         self.windows.append(Window(hostname, "partitioned", self.now()))

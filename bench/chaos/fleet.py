@@ -22,9 +22,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
+from services.local_fleet.fakegcs import FakeGcs
 from services.local_fleet.fleet import FleetOptions, Node
-from services.local_fleet.processes import ManagedProcess
 from tests.remote_model_puller.proxy import Misbehaviour, gcs_proxy
 from tests.support.faults import FaultFleet, NetnsNode
 from tests.support.netns import NetNamespace
@@ -98,9 +99,47 @@ def chaos_fleet(root: Path, *, nodes: int, volume_bytes: int) -> Iterator[tuple[
         ns.delete()
 
 
+class Supervised(Protocol):
+    name: str
+
+    @property
+    def pid(self) -> int | None: ...
+
+    def alive(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+@dataclass
+class EmulatorProcess:
+    """fake GCS as a supervised process named ``gcs`` (its filesystem backend keeps the objects)."""
+
+    gcs: FakeGcs
+    name: str = "gcs"
+
+    @property
+    def pid(self) -> int | None:
+        return self.gcs.proc.pid if self.gcs.proc else None
+
+    def alive(self) -> bool:
+        return self.gcs.proc is not None and self.gcs.proc.poll() is None
+
+    def start(self) -> None:
+        self.gcs.start()
+
+    def kill(self) -> None:
+        self.gcs.stop()
+
+
 @dataclass
 class Supervisor:
-    """Restart dead processes after ``restart_delay`` (Swarm's restart policy); record every death."""
+    """Restart dead processes after ``restart_delay`` (Swarm's restart policy); record every death.
+
+    fake GCS is supervised too (no Swarm task in production: the bucket is Google's), so that its outage
+    is bounded and a crash of the emulator itself shows up as an unexpected death, not a hung run.
+    """
 
     fleet: ChaosFleet
     restart_delay: float
@@ -112,8 +151,10 @@ class Supervisor:
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def processes(self) -> dict[str, ManagedProcess]:
-        return {p.name: p for p in self.fleet.processes()}
+    def processes(self) -> dict[str, Supervised]:
+        procs: dict[str, Supervised] = {p.name: p for p in self.fleet.processes()}
+        procs["gcs"] = EmulatorProcess(self.fleet.gcs)
+        return procs
 
     def kill(self, name: str) -> None:
         """kill -9 one process (``node-2/serving``, ``master``...) as an expected death."""
@@ -141,7 +182,7 @@ class Supervisor:
             for name, proc in self.processes().items():
                 self._check(name, proc)
 
-    def _check(self, name: str, proc: ManagedProcess) -> None:
+    def _check(self, name: str, proc: Supervised) -> None:
         now = time.monotonic()
         if proc.alive():
             return
@@ -157,7 +198,7 @@ class Supervisor:
                 return
         try:
             proc.start()
-        except OSError:
+        except (OSError, RuntimeError):
             logger.exception("restarting %s failed; next try in %.0fs", name, self.restart_delay)
             with self._lock:
                 self._dead_since[name] = now
