@@ -20,13 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.chaos.fleet import ChaosFleet, Supervisor
+from bench.chaos.invariants import Watcher, Window
+from bench.chaos.versions import corrupt_copy, wait_version
 from services.local_fleet.fleet import Node
 from tests.remote_model_puller.proxy import Misbehaviour
 from tests.support.faults import NetnsNode
-
-from .fleet import ChaosFleet, Supervisor
-from .invariants import Watcher, Window
-from .versions import corrupt_copy, wait_version
 
 logger = logging.getLogger("chaos.faults")
 

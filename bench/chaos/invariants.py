@@ -21,13 +21,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.chaos.load import Call
 from services.common.contracts import Manifest
 from services.common.contracts.local import manifest_path
 from services.common.errors import TFServingError
 from services.common.tfs import TFServingClient, VersionState
 from services.local_fleet.fleet import Node
-
-from .load import Call
 
 SHARD = re.compile(r"variables\.data-(\d+)-of-(\d+)$")
 CONFIG_NAME = re.compile(r'name:\s*"([^"]+)"')

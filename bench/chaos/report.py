@@ -6,9 +6,9 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from .faults import Event
-from .invariants import Violations, Window, attribute, close_windows, failures_by_cause
-from .load import SearchTally
+from bench.chaos.faults import Event
+from bench.chaos.invariants import Violations, Window, attribute, close_windows, failures_by_cause
+from bench.chaos.load import SearchTally
 
 
 def build(
