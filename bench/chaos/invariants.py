@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bench.chaos.load import Call
 from services.common.contracts import Manifest
-from services.common.contracts.local import manifest_path
+from services.common.contracts.local import FailedDocument, failed_path, manifest_path
 from services.common.errors import TFServingError
 from services.common.tfs import TFServingClient, VersionState
 from services.local_fleet.fleet import Node
@@ -142,6 +142,8 @@ class Watcher:
         self.interval = interval
         self.violations = Violations()
         self.scans = 0
+        #: (model, version) → hostnames whose failed.json recorded it (corrupt versions should be there).
+        self.recorded_failed: dict[tuple[str, int], set[str]] = {}
         #: hostname → ready: the server answered with every model AVAILABLE since its last (re)start.
         self.ready: dict[str, bool] = {n.hostname: False for n in nodes}
         self._epoch: Counter[str] = Counter()  # bumped by not_ready: an answer from before does not count
@@ -181,12 +183,21 @@ class Watcher:
                 for node in self.nodes:
                     self.violations.partial_versions += partial_version_problems(node)
                     self._check_config(node)
+                    self._read_failed(node)
                     await self._check_status(node, clients[node.hostname])
                 self.scans += 1
                 await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - began)))
         finally:
             for client in clients.values():
                 await client.close()
+
+    def _read_failed(self, node: Node) -> None:
+        try:
+            document = FailedDocument.read(failed_path(node.model_dir))
+        except (OSError, ValueError):
+            return  # absent yet, or on a volume the chaos filled: the next scan reads it
+        for entry in document.versions:
+            self.recorded_failed.setdefault((entry.model, entry.version), set()).add(node.hostname)
 
     def _check_config(self, node: Node) -> None:
         try:

@@ -23,7 +23,8 @@ def build(
     converge_budget: float,
     scans: int,
     chaos_seconds: float,
-    corrupt: Sequence[str],
+    corrupt: Sequence[tuple[str, int]],
+    recorded_failed: dict[tuple[str, int], set[str]],
 ) -> dict[str, Any]:
     calls = tally.calls
     close_windows(windows, calls)
@@ -32,6 +33,9 @@ def build(
     unexplained = sum(n for table in causes.values() for cause, n in table.items() if cause.startswith("unexplained"))
     unexpected = [d for d in deaths if d["cause"] == "unexpected"]
     faults = Counter(e.kind for e in events)
+    held: dict[str, float] = {}
+    for e in events:
+        held[e.kind] = held.get(e.kind, 0.0) + e.healed_at - e.injected_at
     invariants = {
         "failed calls only to a node whose model server is down or cut off": unexplained,
         "no partial version dir visible under a final name": len(violations.partial_versions),
@@ -44,6 +48,7 @@ def build(
         "args": args,
         "chaos_seconds": round(chaos_seconds, 1),
         "faults": dict(sorted(faults.items())),
+        "fault_seconds": {kind: round(held[kind], 1) for kind in sorted(faults)},
         "events": [e.as_dict() for e in events],
         "searches": tally.searches,
         "searches_over_killswitch": tally.tripped,
@@ -66,7 +71,10 @@ def build(
             "count": len(tally.stalls),
             "max_seconds": round(max((d for _, d in tally.stalls), default=0.0), 3),
         },
-        "corrupt_versions": list(corrupt),
+        "corrupt_versions": [f"{m}/{v}" for m, v in corrupt],
+        # Where config_manager recorded each corrupt version failed (a node that never tried one, because
+        # a good version followed before its puller saw it, is not wrong: the invariant is "never served").
+        "corrupt_recorded_failed_on": {f"{m}/{v}": sorted(recorded_failed.get((m, v), ())) for m, v in corrupt},
         "invariants": invariants,
         "violations": {
             "partial_versions": violations.partial_versions[:20],
@@ -82,9 +90,10 @@ def build(
 
 def render(report: dict[str, Any]) -> str:
     lines = [f"\nchaos: {report['chaos_seconds']:.0f}s of faults, seed {report['args']['seed']}"]
-    lines.append("\nfaults injected          count")
-    lines += [f"  {kind:<22} {n:>5}" for kind, n in report["faults"].items()]
-    lines.append(f"  {'total':<22} {sum(report['faults'].values()):>5}")
+    lines.append("\nfaults injected          count  seconds (inject to heal)")
+    seconds = report["fault_seconds"]
+    lines += [f"  {kind:<22} {n:>5}  {seconds[kind]:>7.1f}" for kind, n in report["faults"].items()]
+    lines.append(f"  {'total':<22} {sum(report['faults'].values()):>5}  {sum(seconds.values()):>7.1f}")
     lines.append("\nnode        calls    failed  by cause")
     for node, row in report["per_node"].items():
         failed = sum(row["failed"].values())
@@ -98,13 +107,15 @@ def render(report: dict[str, Any]) -> str:
     lines.append(
         f"  the client's own event loop stalled {stalls['count']} times (>= 150 ms; max {stalls['max_seconds']} s)"
     )
-    lines.append("\ninvariant                                                        broken  result")
+    lines.append(f"\n{'invariant':<68} broken  result")
     for name, broken in report["invariants"].items():
-        lines.append(f"  {name:<62} {broken:>6}  {'held' if broken == 0 else 'BROKEN'}")
+        lines.append(f"  {name:<66} {broken:>6}  {'held' if broken == 0 else 'BROKEN'}")
     converge = report["converge_seconds"]
+    recorded = report["corrupt_recorded_failed_on"]
     lines.append(
         f"\nconverged {converge}s after the last heal; {report['watcher_scans']} watcher scans; corrupt versions "
-        f"published: {', '.join(report['corrupt_versions']) or 'none'}"
+        "(never served; recorded failed on): "
+        + (", ".join(f"{v} {len(nodes)}/{len(report['per_node'])} nodes" for v, nodes in recorded.items()) or "none")
     )
     for kind, items in report["violations"].items():
         for item in items[:5]:

@@ -162,7 +162,8 @@ def _run_fleet(
             converge_budget=args.converge_timeout,
             scans=watcher.scans,
             chaos_seconds=chaos_seconds,
-            corrupt=[f"{m}/{v}" for m, v in sorted(injector.corrupt)],
+            corrupt=sorted(injector.corrupt),
+            recorded_failed=watcher.recorded_failed,
         )
 
 
