@@ -111,6 +111,8 @@ class Supervised(Protocol):
 
     def kill(self) -> None: ...
 
+    def log_tail(self, chars: int = 3000) -> str: ...
+
 
 @dataclass
 class EmulatorProcess:
@@ -131,6 +133,12 @@ class EmulatorProcess:
 
     def kill(self) -> None:
         self.gcs.stop()
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.gcs.log_path.read_text(errors="replace")[-chars:]
+        except FileNotFoundError:
+            return ""
 
 
 @dataclass
@@ -191,7 +199,10 @@ class Supervisor:
                 self._dead_since[name] = now
                 cause = "chaos" if name in self.expected else "unexpected"
                 self.expected.discard(name)
-                self.deaths.append({"process": name, "at": round(now - self.started, 2), "cause": cause})
+                death: dict[str, object] = {"process": name, "at": round(now - self.started, 2), "cause": cause}
+                if cause == "unexpected":
+                    death["log_tail"] = proc.log_tail(1500)  # why it died, before its restart appends
+                self.deaths.append(death)
                 level = logging.INFO if cause == "chaos" else logging.ERROR
                 logger.log(level, "%s is down (%s); restart in %.0fs", name, cause, self.restart_delay)
             if now - self._dead_since[name] < self.restart_delay:
