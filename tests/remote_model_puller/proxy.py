@@ -1,10 +1,14 @@
 """A real HTTP proxy in front of fake-gcs-server that can misbehave on media reads of chosen objects:
 flip a byte (a corrupted object: crc32c mismatch), run a hook first (replace the object mid-download),
-answer 429/5xx to the next reads, or 401 to requests whose bearer token a stand-in token server refuses."""
+answer 429/5xx to the next reads, or 401 to requests whose bearer token a stand-in token server refuses;
+or on every request: answer one status (``fail_all``: 503, 403) or swallow it (``blackhole``: the
+request is read and never answered until the hole closes, then the connection drops, as a silent
+network path looks to a client). When the upstream itself is down the connection drops unanswered."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,10 +28,14 @@ class Misbehaviour:
     fail_next: list[int] = field(default_factory=list)  # statuses answered to the next media reads, in order
     authorize: Callable[[str | None], bool] | None = None  # 401 for requests whose Authorization it refuses
     unauthorized: int = 0  # requests answered 401
+    blackhole: bool = False  # hold every request unanswered while set (bounded by BLACKHOLE_MAX_SECONDS)
+
+
+BLACKHOLE_MAX_SECONDS = 300.0
 
 
 @contextmanager
-def gcs_proxy(upstream: str) -> Iterator[tuple[str, Misbehaviour]]:
+def gcs_proxy(upstream: str, *, host: str = "127.0.0.1") -> Iterator[tuple[str, Misbehaviour]]:
     rules = Misbehaviour()
     http = urllib3.PoolManager(maxsize=16)
     lock = threading.Lock()
@@ -50,6 +58,12 @@ def gcs_proxy(upstream: str) -> Iterator[tuple[str, Misbehaviour]]:
                     b'"locationType": "region"}' % bucket_name.encode(),
                 )
                 return
+            if rules.blackhole:
+                held_until = time.monotonic() + BLACKHOLE_MAX_SECONDS
+                while rules.blackhole and time.monotonic() < held_until:
+                    time.sleep(0.05)
+                self.close_connection = True
+                return
             if rules.authorize is not None and not rules.authorize(self.headers.get("Authorization")):
                 with lock:
                     rules.unauthorized += 1
@@ -70,7 +84,13 @@ def gcs_proxy(upstream: str) -> Iterator[tuple[str, Misbehaviour]]:
                     return
                 if hook is not None:
                     hook()
-            response = http.request(self.command, upstream + self.path, body=body, headers=headers, redirect=False)
+            try:
+                response = http.request(
+                    self.command, upstream + self.path, body=body, headers=headers, redirect=False, retries=False
+                )
+            except urllib3.exceptions.HTTPError:  # upstream down: the client sees the connection drop
+                self.close_connection = True
+                return
             data = response.data
             if name in rules.corrupt and data and response.status in (200, 206):
                 data = bytes([data[0] ^ 0xFF]) + data[1:]
@@ -93,13 +113,13 @@ def gcs_proxy(upstream: str) -> Iterator[tuple[str, Misbehaviour]]:
 
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _forward
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer((host, 0), Handler)
     server.daemon_threads = True
     server.block_on_close = False
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", rules
+        yield f"http://{host}:{server.server_address[1]}", rules
     finally:
         server.shutdown()
         server.server_close()
