@@ -192,7 +192,16 @@ class FailedStore:
             and entry.fingerprint == fingerprints[entry.version]
         }
 
-    def record(self, *, model: str, version: int, code: str, message: str, fingerprint: str | None) -> None:
+    def record(
+        self,
+        *,
+        model: str,
+        version: int,
+        code: str,
+        message: str,
+        fingerprint: str | None,
+        golden_digest: str | None = None,
+    ) -> None:
         """Record (or refresh) a failed load and write the file atomically."""
         entry = self.document.find(model, version)
         attempts = 1
@@ -208,9 +217,17 @@ class FailedStore:
                 fingerprint=fingerprint,
                 failed_at=utcnow(),
                 attempts=attempts,
+                golden_digest=golden_digest,
             )
         )
         atomic_write_json(self.path, self.document)
+
+    def forget(self, model: str, version: int) -> None:
+        """Drop the record of (model, version): it is judged again (writes the file)."""
+        entry = self.document.find(model, version)
+        if entry is not None:
+            self.document.versions.remove(entry)
+            atomic_write_json(self.path, self.document)
 
     def prune(self, on_disk: dict[str, frozenset[int]], fingerprints: dict[str, dict[int, str | None]]) -> None:
         """Forget failures whose bytes are gone: the version left the disk or was replaced."""

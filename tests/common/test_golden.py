@@ -75,7 +75,9 @@ def test_row_and_columnar_named_inputs_take_dtypes_from_the_signature() -> None:
         ({"signature_name": "multi", "instances": [1, 2]}, "one input"),
     ],
 )
-def test_a_request_that_does_not_fit_the_signature_is_refused_with_the_reason(body: dict[str, object], message: str) -> None:
+def test_a_request_that_does_not_fit_the_signature_is_refused_with_the_reason(
+    body: dict[str, object], message: str
+) -> None:
     with pytest.raises(InvalidInput, match=message):
         build_request(golden(body), SIGS)
 

@@ -118,6 +118,7 @@ class FailedVersion(BaseModel):
     fingerprint: str | None = Field(default=None, description="manifest fingerprint of the bytes that failed")
     failed_at: datetime = Field(default_factory=utcnow)
     attempts: int = 1
+    golden_digest: str | None = Field(default=None, description="golden set a GOLDEN_CHECK_FAILED verdict is for")
 
 
 class FailedDocument(Document):
