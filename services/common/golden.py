@@ -19,7 +19,7 @@ from services.common.contracts.golden import GoldenChecks, GoldenRequest, Golden
 from services.common.errors import InvalidInput
 from services.common.tfs._generated import predict_pb2
 from services.common.tfs.records import SignatureSpec, TensorValue
-from services.common.tfs.rest_json import request_from_rest, signature_for
+from services.common.tfs.rest_json import check_shapes, request_from_rest, signature_for
 
 SHOWN_VALUES = 8
 
@@ -54,6 +54,7 @@ def build_request(golden: GoldenRequest, signatures: Mapping[str, SignatureSpec]
         raise InvalidInput(
             f"request {golden.name!r}: inputs do not fit signature {key!r} (unknown {unknown}, missing {missing})"
         )
+    check_shapes(request, spec)
     return request
 
 

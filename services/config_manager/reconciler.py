@@ -77,7 +77,12 @@ class Reconciler(PeriodicWorker):
         )
         self.capacity = CapacityWaits(retry_seconds=settings.capacity_retry_seconds, clock=clock)
         self.verdicts = Verdicts(
-            root=self.root, tracker=self.tracker, failed=self.failed, capacity=self.capacity, metrics=metrics
+            root=self.root,
+            tracker=self.tracker,
+            failed=self.failed,
+            capacity=self.capacity,
+            metrics=metrics,
+            manifests=self.manifests,
         )
         self.gc = GarbageCollector(self.root, low_disk_free_bytes=settings.low_disk_free_bytes, free_bytes=free_space)
         self.gate = GoldenGate(self.root, live.client, self.failed, timeout=settings.golden_timeout_seconds)

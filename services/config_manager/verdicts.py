@@ -21,7 +21,7 @@ from services.config_manager.capacity import RESOURCE_EXHAUSTED, CapacityWaits
 from services.config_manager.golden import candidate_of
 from services.config_manager.live import Statuses
 from services.config_manager.loads import LoadTracker
-from services.config_manager.localdisk import FailedStore
+from services.config_manager.localdisk import GENERATED_SUFFIX, FailedStore, ManifestCache
 from services.config_manager.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -44,12 +44,14 @@ class Verdicts:
         failed: FailedStore,
         capacity: CapacityWaits,
         metrics: Metrics,
+        manifests: ManifestCache | None = None,
     ) -> None:
         self.root = root
         self.tracker = tracker
         self.failed = failed
         self.capacity = capacity
         self.metrics = metrics
+        self.manifests = manifests
         #: Candidates during whose load tfserving died, and how often.
         self.deaths: dict[VersionKey, int] = {}
 
@@ -92,6 +94,20 @@ class Verdicts:
                     fingerprint=fingerprint,
                 )
                 self.metrics.failed_loads.inc()
+                if fingerprint is not None and fingerprint.endswith(GENERATED_SUFFIX):
+                    self._drop_generated(failure.model, failure.version)
+
+    def _drop_generated(self, model: str, version: int) -> None:
+        """The load failed with a generated warm-up file: remove it, so the version (its bytes alone) is
+        tried again without it; the failure stays recorded against the generated file only."""
+        if self.manifests is None:
+            return
+        for path in self.manifests.generated_files(model, version):
+            logger.warning(
+                "generated warm-up file failed the load; removed, the version is retried without it",
+                extra={"model": model, "version": version, "path": str(path)},
+            )
+            path.unlink(missing_ok=True)
 
     def count_deaths(self, lost: set[VersionKey], fingerprints: Fingerprints) -> None:
         """tfserving restarted: candidates it was still loading count a death; the second one bars them.

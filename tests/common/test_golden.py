@@ -73,6 +73,8 @@ def test_row_and_columnar_named_inputs_take_dtypes_from_the_signature() -> None:
         ({"signature_name": "multi", "inputs": {"ids": [1]}}, "needs inputs"),
         ({"instances": [["a"]]}, "expected a number"),
         ({"signature_name": "multi", "instances": [1, 2]}, "one input"),
+        ({"instances": [[1.0, 2.0]]}, r"shape \[1, 2\] does not fit the signature's \[-1, 1\]"),
+        ({"instances": [1.0]}, "shape"),
     ],
 )
 def test_a_request_that_does_not_fit_the_signature_is_refused_with_the_reason(
@@ -86,6 +88,8 @@ def test_binary_requests_are_checked_against_the_signature_too() -> None:
     request = predict_pb2.PredictRequest()
     request.inputs["x"].dtype = 1
     request.inputs["x"].float_val.append(1.0)
+    request.inputs["x"].tensor_shape.dim.add().size = 1
+    request.inputs["x"].tensor_shape.dim.add().size = 1
     item = GoldenRequest(name="bin", predict_request_b64=base64.b64encode(request.SerializeToString()).decode())
     assert build_request(item, SIGS).model_spec.signature_name == "serving_default"
     bad = GoldenRequest(name="bad", predict_request_b64=base64.b64encode(b"\xff\xff").decode())

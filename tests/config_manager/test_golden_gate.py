@@ -14,8 +14,10 @@ import pytest
 
 from services.common.atomic import atomic_write_json
 from services.common.contracts.golden import GoldenSet, golden_path
-from services.common.contracts.local import failed_path
+from services.common.contracts import Manifest
+from services.common.contracts.local import failed_path, manifest_path
 from services.common.tfs import TFServingClient, VersionState, parse_config
+from services.common.tfs.warmup_records import WARMUP_PATH
 from services.config_manager.golden import GOLDEN_CHECK_FAILED
 from services.config_manager.live import GRPC_OPTIONS
 from tests.config_manager.conftest import Node, predict_loop, target
@@ -85,7 +87,7 @@ async def test_a_version_answering_nan_is_rejected_before_any_production_call(no
     assert again["version"] == 3 and again["attempts"] == 1 and "disagrees" in str(again["message"])
 
 
-async def test_without_golden_requests_a_version_serves_as_before_and_unreadable_sets_hold(node: Node) -> None:
+async def test_unreadable_sets_hold_no_set_serves_as_before_generated_warmup_never_bars_bytes(node: Node) -> None:
     node.add_version("m", 1)
     node.desire(m=target([1]))
     reconciler = node.reconciler()
@@ -100,3 +102,20 @@ async def test_without_golden_requests_a_version_serves_as_before_and_unreadable
     golden_path(node.root, "m").unlink()
     assert await reconciler.run_now(), reconciler.last_error
     assert [e.versions for e in parse_config(node.config_file.read_text())] == [(2,)]
+
+    # A generated warm-up file that fails the load is removed and the version loads without it: the
+    # bucket's bytes are never recorded as bad because of a file the fleet wrote.
+    version_dir = node.add_version("m", 3)
+    (version_dir / WARMUP_PATH).parent.mkdir()
+    (version_dir / WARMUP_PATH).write_bytes(b"not a TFRecord file")
+    manifest = Manifest.read(manifest_path(node.root, "m", 3))
+    atomic_write_json(manifest_path(node.root, "m", 3), manifest.model_copy(update={"generated": [WARMUP_PATH]}))
+    node.desire(m=target([3]))
+    assert await reconciler.run_now(), reconciler.last_error
+    assert not (version_dir / WARMUP_PATH).exists()
+    for _ in range(10):
+        if [e.versions for e in parse_config(node.config_file.read_text())] == [(3,)]:
+            break
+        assert await reconciler.run_now(), reconciler.last_error
+    assert [e.versions for e in parse_config(node.config_file.read_text())] == [(3,)]
+    assert failed_entries(node) == []

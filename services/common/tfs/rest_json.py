@@ -63,10 +63,22 @@ def request_from_rest(
         if tensor_spec is None:
             raise InvalidInput(f"input {input_name!r} is not in signature {key!r} (inputs: {sorted(spec.inputs)})")
         request.inputs[input_name].CopyFrom(_tensor(input_name, value, tensor_spec.dtype))
+    check_shapes(request, spec)
     missing = sorted(set(spec.inputs) - set(named))
     if missing:
         raise InvalidInput(f"signature {key!r} needs inputs {missing} that the request does not give")
     return request
+
+
+def check_shapes(request: Any, spec: SignatureSpec) -> None:
+    """InvalidInput when an input's shape cannot fit the signature (rank, or a fixed dimension)."""
+    for name, tensor in request.inputs.items():
+        wanted = spec.inputs[name].shape if name in spec.inputs else None
+        if wanted is None:
+            continue
+        shape = tuple(int(d.size) for d in tensor.tensor_shape.dim)
+        if len(shape) != len(wanted) or any(w not in (-1, s) for s, w in zip(shape, wanted, strict=False)):
+            raise InvalidInput(f"input {name!r}: shape {list(shape)} does not fit the signature's {list(wanted)}")
 
 
 def _single_input(spec: SignatureSpec, form: str) -> str:
