@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from services.common.atomic import atomic_write_json
-from services.common.contracts.golden import GoldenSet, golden_path
 from services.common.contracts import Manifest
+from services.common.contracts.golden import GoldenSet, golden_path
 from services.common.contracts.local import failed_path, manifest_path
 from services.common.tfs import TFServingClient, VersionState, parse_config
 from services.common.tfs.warmup_records import WARMUP_PATH
