@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from services.common.contracts.golden import GoldenSet, golden_path
 from services.common.contracts.local import fleet_dir
 from services.common.errors import TFServingError
-from services.common.golden import build_requests, describe, judge
+from services.common.golden import Verdict, build_requests, describe, judge
 from services.common.tfs import ModelEntry, TFServingClient, VersionState, VersionStatus
 from services.common.tfs.records import TensorValue
 from services.common.tfs.savedmodel import SavedModelUnreadable, read_serving_signatures
@@ -180,28 +180,20 @@ class GoldenGate:
     async def _judge(self, name: str, model: str, version: int, serving: int | None, fingerprint: str | None) -> None:
         golden = self.view.sets[model]
         started = time.monotonic()
-        try:
-            signatures = await asyncio.to_thread(read_serving_signatures, self.root / model / str(version))
-        except SavedModelUnreadable:
-            signatures = await self.client.get_model_metadata(name, version=version, timeout=self.timeout)
-        requests, misfits = build_requests(golden, signatures)
-        failure: str | None = None
-        if not requests:
-            failure = "no golden request fits this version's signatures: " + "; ".join(misfits)
-        for request_name, request in requests:
-            failure = await self._run_one(golden, request_name, request, name, model, version, serving)
-            if failure:
-                break
-        if failure is None:
+        verdicts = await self.run_set(golden, name, version, model=model, serving=serving, stop_at_failure=True)
+        failed = [v for v in verdicts if not v.passed]
+        if not failed:
             self.passed[(model, version)] = (fingerprint, golden.digest())
             logger.info(
-                "golden check passed (%d requests in %.2fs)%s",
-                len(requests),
+                "golden check passed (%d requests in %.2fs)",
+                len(verdicts),
                 time.monotonic() - started,
-                f"; not fitting: {misfits}" if misfits else "",
                 extra={"model": model, "version": version},
             )
             return
+        failure = f"golden request {failed[0].request!r}: {'; '.join(failed[0].failures)}"
+        if failed[0].answer:
+            failure += f"; answer: {failed[0].answer}"
         logger.error("golden check failed, version rejected: %s", failure, extra={"model": model, "version": version})
         await asyncio.to_thread(
             self.failed.record,
@@ -213,6 +205,38 @@ class GoldenGate:
             golden_digest=golden.digest(),
         )
 
+    async def run_set(
+        self,
+        golden: GoldenSet,
+        name: str,
+        version: int,
+        *,
+        model: str,
+        serving: int | None,
+        stop_at_failure: bool = False,
+    ) -> list[Verdict]:
+        """Run ``golden`` against version ``version`` of tfserving model ``name`` (``model``'s bytes on disk
+        give the signatures; ``serving``: the version to agree with). A set where nothing fits fails."""
+        try:
+            signatures = await asyncio.to_thread(read_serving_signatures, self.root / model / str(version))
+        except SavedModelUnreadable:
+            signatures = await self.client.get_model_metadata(name, version=version, timeout=self.timeout)
+        requests, misfits = build_requests(golden, signatures)
+        misfit = [Verdict(request=m.split(":", 1)[0], failures=(f"does not fit: {m}",)) for m in misfits]
+        if not requests:
+            return misfit or [Verdict(request="*", failures=("the golden set has no requests",))]
+        if misfits:
+            # A request for a signature this version changed (allow_signature_change) is not run; the
+            # version is judged on the requests that fit. A test run (``stop_at_failure`` off) lists them.
+            logger.info("golden requests not fitting version %s of %s: %s", version, model, "; ".join(misfits))
+        verdicts: list[Verdict] = [] if stop_at_failure else misfit
+        for request_name, request in requests:
+            verdict = await self._run_one(golden, request_name, request, name, model, version, serving)
+            verdicts.append(verdict)
+            if stop_at_failure and not verdict.passed:
+                break
+        return verdicts
+
     async def _run_one(
         self,
         golden: GoldenSet,
@@ -222,21 +246,18 @@ class GoldenGate:
         model: str,
         version: int,
         serving: int | None,
-    ) -> str | None:
+    ) -> Verdict:
         checks = next(r.checks for r in golden.requests if r.name == request_name)
         try:
             outputs = await self.client.predict_request(request, name=name, version=version, timeout=self.timeout)
         except TFServingError as exc:
-            return f"golden request {request_name!r}: Predict failed: {exc.code}: {exc.detail}"
+            return Verdict(request_name, (f"Predict failed: {exc.code}: {exc.detail}",))
         reference: Mapping[str, TensorValue] | None = None
-        if checks.agrees_with_serving is not None and serving is not None:
+        if checks.agrees_with_serving is not None and serving is not None and serving != version:
             try:
                 reference = await self.client.predict_request(
                     request, name=model, version=serving, timeout=self.timeout
                 )
             except TFServingError as exc:
-                return f"golden request {request_name!r}: the serving version {serving} did not answer: {exc.detail}"
-        failures = judge(checks, outputs, reference)
-        if not failures:
-            return None
-        return f"golden request {request_name!r}: {'; '.join(failures)}; answer: {describe(outputs)}"
+                return Verdict(request_name, (f"the serving version {serving} did not answer: {exc.detail}",))
+        return Verdict(request_name, tuple(judge(checks, outputs, reference)), describe(outputs))

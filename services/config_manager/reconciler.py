@@ -237,6 +237,11 @@ class Reconciler(PeriodicWorker):
         self._update_gauges()
         return changed or judged > 0
 
+    def serving_version(self, model: str) -> int | None:
+        """The version unversioned calls of ``model`` get now (None: none AVAILABLE in the config)."""
+        entries = [e for e in self.applied or [] if e.name == model]
+        return self._serving_versions(entries).get(model)
+
     def _serving_versions(self, current: Sequence[ModelEntry]) -> dict[str, int | None]:
         """The version an unversioned call of each model gets now (the newest AVAILABLE one)."""
         found: dict[str, int | None] = {}

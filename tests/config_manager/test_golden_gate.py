@@ -18,6 +18,7 @@ from services.common.contracts.golden import GoldenSet, golden_path
 from services.common.contracts.local import failed_path, manifest_path
 from services.common.tfs import TFServingClient, VersionState, parse_config
 from services.common.tfs.warmup_records import WARMUP_PATH
+from services.config_manager.api import GoldenTestRequest, run_golden_test
 from services.config_manager.golden import GOLDEN_CHECK_FAILED
 from services.config_manager.live import GRPC_OPTIONS
 from tests.config_manager.conftest import Node, predict_loop, target
@@ -79,6 +80,14 @@ async def test_a_version_answering_nan_is_rejected_before_any_production_call(no
     assert [(e.name, e.versions) for e in entries] == [("m", (2,))]
     status = reconciler.snapshot.plans["m"]
     assert any("version 3 failed to load: GOLDEN_CHECK_FAILED" in note for note in status.notes), status.notes
+
+    # ``fleetctl golden test`` runs a set against what serves now, changing nothing.
+    report = await run_golden_test(reconciler, GoldenTestRequest(model="m"))
+    assert report["passed"] and report["version"] == 2, report
+    strict = golden_set().model_copy(deep=True)
+    strict.requests[0].checks.outputs["y"].max = 1.5
+    report = await run_golden_test(reconciler, GoldenTestRequest(model="m", golden=strict))
+    assert not report["passed"] and "outside [0.0, 1.5]" in report["verdicts"][0]["failures"][0], report
 
     # A changed golden set judges the version again (and rejects it again: NaN is never finite).
     atomic_write_json(golden_path(node.root, "m"), golden_set(finite=True, agrees_with_serving={"atol": 10}))
