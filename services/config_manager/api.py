@@ -7,8 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 
-from services.common.errors import Unavailable
+from services.common.contracts.golden import GoldenSet
+from services.common.errors import NotFound, TFServingError, Unavailable
 from services.common.health import Health, health_response
 from services.config_manager.configfile import config_hash
 from services.config_manager.reconciler import Reconciler
@@ -89,7 +91,44 @@ def protected_router(token_dependency: Any, read_dependency: Any) -> APIRouter:
             "free_bytes": report.free_bytes,
         }
 
+    @protected.post("/v1/golden/test")
+    async def golden_test(body: GoldenTestRequest, reconciler: ReconcilerDep) -> dict[str, Any]:
+        """Run a golden set (the body's, else the node's copy) against a loaded version of a model now
+        (the version that serves unversioned calls unless ``version`` is given). Changes nothing."""
+        return await run_golden_test(reconciler, body)
+
     return protected
+
+
+class GoldenTestRequest(BaseModel):
+    model: str
+    version: int | None = None
+    golden: GoldenSet | None = None
+
+
+async def run_golden_test(reconciler: Reconciler, body: GoldenTestRequest) -> dict[str, Any]:
+    golden = body.golden or reconciler.gate.view.sets.get(body.model)
+    if golden is None:
+        raise NotFound(f"no golden set for model {body.model!r} on this node", model=body.model)
+    serving = reconciler.serving_version(body.model)
+    version = body.version if body.version is not None else serving
+    if version is None:
+        raise NotFound(f"model {body.model!r} serves no version on this node", model=body.model)
+    try:
+        verdicts = await reconciler.gate.run_set(golden, body.model, version, model=body.model, serving=serving)
+    except TFServingError as exc:
+        raise Unavailable(f"tfserving did not answer: {exc.detail}", retry_after=3) from exc
+    return {
+        "model": body.model,
+        "version": version,
+        "serving": serving,
+        "golden_digest": golden.digest(),
+        "passed": all(v.passed for v in verdicts),
+        "verdicts": [
+            {"request": v.request, "passed": v.passed, "failures": list(v.failures), "answer": v.answer}
+            for v in verdicts
+        ],
+    }
 
 
 @router.get("/metrics")

@@ -139,29 +139,50 @@ def _short(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
+GENERATED_SUFFIX = "+generated"
+
+
 class ManifestCache:
-    """Manifest fingerprints by (model, version), re-read only when the manifest file changes."""
+    """Manifest fingerprints by (model, version), re-read only when the manifest file changes.
+
+    A version that holds a generated warm-up file has the fingerprint ``<bytes>+generated``: a load
+    failure with that file is recorded against it, and once the file is removed the version is the
+    bytes alone again, judged afresh (a generated file never marks the bucket's bytes bad).
+    """
 
     def __init__(self, local_root: Path) -> None:
         self.local_root = local_root
-        self._cache: dict[tuple[str, int], tuple[int, str | None]] = {}
+        self._cache: dict[tuple[str, int], tuple[int, str | None, tuple[str, ...]]] = {}
 
-    def fingerprint(self, model: str, version: int) -> str | None:
-        """The manifest fingerprint of an installed version; None without a (readable) manifest."""
+    def _read(self, model: str, version: int) -> tuple[str | None, tuple[str, ...]]:
         path = manifest_path(self.local_root, model, version)
         try:
             mtime = path.stat().st_mtime_ns
         except OSError:
             self._cache.pop((model, version), None)
-            return None
+            return None, ()
         cached = self._cache.get((model, version))
         if cached is not None and cached[0] == mtime:
-            return cached[1]
+            return cached[1], cached[2]
         try:
-            value: str | None = Manifest.read(path).fingerprint()
+            manifest = Manifest.read(path)
+            value: tuple[str | None, tuple[str, ...]] = (manifest.fingerprint(), tuple(manifest.generated))
         except (OSError, ValueError, ValidationError):
-            value = None
-        self._cache[(model, version)] = (mtime, value)
+            value = (None, ())
+        self._cache[(model, version)] = (mtime, *value)
+        return value
+
+    def generated_files(self, model: str, version: int) -> list[Path]:
+        """The generated files of an installed version that are still there."""
+        _, generated = self._read(model, version)
+        version_dir = self.local_root / model / str(version)
+        return [version_dir / name for name in generated if (version_dir / name).is_file()]
+
+    def fingerprint(self, model: str, version: int) -> str | None:
+        """The manifest fingerprint of an installed version; None without a (readable) manifest."""
+        value, _ = self._read(model, version)
+        if value is not None and self.generated_files(model, version):
+            return value + GENERATED_SUFFIX
         return value
 
 
@@ -192,7 +213,16 @@ class FailedStore:
             and entry.fingerprint == fingerprints[entry.version]
         }
 
-    def record(self, *, model: str, version: int, code: str, message: str, fingerprint: str | None) -> None:
+    def record(
+        self,
+        *,
+        model: str,
+        version: int,
+        code: str,
+        message: str,
+        fingerprint: str | None,
+        golden_digest: str | None = None,
+    ) -> None:
         """Record (or refresh) a failed load and write the file atomically."""
         entry = self.document.find(model, version)
         attempts = 1
@@ -208,9 +238,17 @@ class FailedStore:
                 fingerprint=fingerprint,
                 failed_at=utcnow(),
                 attempts=attempts,
+                golden_digest=golden_digest,
             )
         )
         atomic_write_json(self.path, self.document)
+
+    def forget(self, model: str, version: int) -> None:
+        """Drop the record of (model, version): it is judged again (writes the file)."""
+        entry = self.document.find(model, version)
+        if entry is not None:
+            self.document.versions.remove(entry)
+            atomic_write_json(self.path, self.document)
 
     def prune(self, on_disk: dict[str, frozenset[int]], fingerprints: dict[str, dict[int, str | None]]) -> None:
         """Forget failures whose bytes are gone: the version left the disk or was replaced."""

@@ -11,6 +11,7 @@ The rules (DESIGN.md, "Rules learned the hard way"):
   a model absent from desired.json stays as it is, only ``enabled: false`` retires a model;
 - labels in two steps: a label points only at an AVAILABLE version, and moves only once the new
   version is AVAILABLE and its input signature matches the version the label leaves;
+- a wanted version waiting for its golden check (``vetting``) stays out like a failed one until it passed;
 - a wanted version whose input signature differs from the version it replaces is held (left out of
   the config, so it never captures "latest" traffic) unless ``allow_signature_change``.
 """
@@ -38,6 +39,8 @@ class ModelObservation:
     current: ModelEntry | None = None
     signatures: Mapping[int, InputSignature] = field(default_factory=dict)
     cooling: frozenset[int] = frozenset()
+    #: Versions that may not serve yet: their golden check has not passed (version -> why).
+    vetting: Mapping[int, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,8 @@ def _plan_target(
             notes.append(f"version {version} failed to load: {obs.failed[version]}")
         elif version not in obs.on_disk:
             notes.append(f"version {version} is not on disk yet")
+        elif version in obs.vetting:
+            notes.append(f"version {version}: {obs.vetting[version]}")
         elif version in obs.cooling and version not in usable_current:
             notes.append(f"version {version} left the config a moment ago; added back after tfserving's next poll")
             cooling = True

@@ -23,6 +23,7 @@ from services.common.worker import PeriodicWorker
 from services.config_manager.capacity import CapacityWaits
 from services.config_manager.configfile import ConfigFile, config_hash, known_good, safe_entries
 from services.config_manager.gc import GarbageCollector, merge_targets, plan_gc
+from services.config_manager.golden import GoldenGate, candidate_of
 from services.config_manager.live import LiveView, Statuses, TFServingUnreachable
 from services.config_manager.loads import LoadTracker
 from services.config_manager.localdisk import (
@@ -76,9 +77,15 @@ class Reconciler(PeriodicWorker):
         )
         self.capacity = CapacityWaits(retry_seconds=settings.capacity_retry_seconds, clock=clock)
         self.verdicts = Verdicts(
-            root=self.root, tracker=self.tracker, failed=self.failed, capacity=self.capacity, metrics=metrics
+            root=self.root,
+            tracker=self.tracker,
+            failed=self.failed,
+            capacity=self.capacity,
+            metrics=metrics,
+            manifests=self.manifests,
         )
         self.gc = GarbageCollector(self.root, low_disk_free_bytes=settings.low_disk_free_bytes, free_bytes=free_space)
+        self.gate = GoldenGate(self.root, live.client, self.failed, timeout=settings.golden_timeout_seconds)
         self.snapshot = Snapshot()
         self.applied: list[ModelEntry] | None = None
         self.config = ConfigFile(self.config_file, metrics)
@@ -138,21 +145,25 @@ class Reconciler(PeriodicWorker):
         reading = await asyncio.to_thread(self.desired.read)
         targets = _valid_targets(reading.document.models) if reading.document else None
         on_disk = await asyncio.to_thread(self.scan, self.root)
-        current = self.applied if self.applied is not None else self.config.entries_at_start()
+        applied = self.applied if self.applied is not None else self.config.entries_at_start()
+        # Golden-check candidates (``_candidate.<model>``) are loaded beside the models, never planned.
+        current = [entry for entry in applied if candidate_of(entry.name) is None]
         names = set(targets or {}) | {entry.name for entry in current}
-        live = await self.live.statuses(names)
+        live = await self.live.statuses(names | {entry.name for entry in applied})
         force = self._reapply
         previous_live = self.snapshot.live
-        restart = self._detect_restart(current, live)
+        restart = self._detect_restart(applied, live)
         fingerprints = await asyncio.to_thread(self._fingerprints, names, on_disk)
-        lost = lost_candidates(current, previous_live, live)
+        lost = lost_candidates(applied, previous_live, live)
         if restart or (self._reapply and lost):
             force = True
             # tfserving came back from the known-good file: the candidates it was loading re-apply once.
             self._server_config = [e for e in self._file_entries if e.name in {c.name for c in current}]
             await asyncio.to_thread(self.verdicts.count_deaths, lost, fingerprints)
-        await asyncio.to_thread(self.verdicts.judge_loads, current, live, fingerprints)
+        await asyncio.to_thread(self.verdicts.judge_loads, applied, live, fingerprints)
         await asyncio.to_thread(self.failed.prune, on_disk, fingerprints)
+        await asyncio.to_thread(self.gate.read, names)
+        await asyncio.to_thread(self.gate.forget_stale_rejections, fingerprints)
         self.capacity.release(loaded_versions(live), fingerprints)
         self.capacity.prune(on_disk)
         for m in sorted(names):
@@ -164,6 +175,18 @@ class Reconciler(PeriodicWorker):
         current_by_name = {entry.name: entry for entry in current}
         failed = {m: self.failed.failed_versions(m, fingerprints[m]) for m in names}
         capacity = {m: self.capacity.waiting(m) for m in names}
+        vetting = {
+            m: self.gate.pending(
+                m,
+                wanted=[
+                    v for v in target.serve if v in on_disk.get(m, ()) and v not in failed[m] and v not in capacity[m]
+                ],
+                served=current_by_name[m].versions if m in current_by_name else (),
+                fingerprints=fingerprints[m],
+            )
+            for m, target in (targets or {}).items()
+            if target.enabled
+        }
         plans = plan_config(
             ModelObservation(
                 name=m,
@@ -176,11 +199,14 @@ class Reconciler(PeriodicWorker):
                 current=current_by_name.get(m),
                 signatures=self.live.cached_signatures(m, fingerprints[m]),
                 cooling=self.tracker.cooling(m),
+                vetting=vetting.get(m, {}),
             )
             for m in names
         )
         entries, problems = safe_entries(plans, current_by_name)
         text = await self._write_known_good(entries, live)
+        candidates = await asyncio.to_thread(self.gate.candidate_entries, vetting)
+        entries = entries + candidates
         changed = force or entries != self.applied
         snap = replace(
             self.snapshot,
@@ -201,17 +227,33 @@ class Reconciler(PeriodicWorker):
         self.snapshot = snap
         self.metrics.tfserving_up.set(1)
         if changed:
-            await self._apply(entries, current, live, force=force)
+            await self._apply(entries, applied, live, force=force)
             # Candidates that became AVAILABLE enter the file now, not at the next step.
             text = await self._write_known_good(entries, self.snapshot.live)
             self.snapshot = replace(self.snapshot, config_text=text, config_hash=config_hash(text))
+        judged = await self.gate.examine(
+            candidates, self.snapshot.live, serving=self._serving_versions(current), fingerprints=fingerprints
+        )
         self._update_gauges()
-        return changed
+        return changed or judged > 0
+
+    def serving_version(self, model: str) -> int | None:
+        """The version unversioned calls of ``model`` get now (None: none AVAILABLE in the config)."""
+        entries = [e for e in self.applied or [] if e.name == model]
+        return self._serving_versions(entries).get(model)
+
+    def _serving_versions(self, current: Sequence[ModelEntry]) -> dict[str, int | None]:
+        """The version an unversioned call of each model gets now (the newest AVAILABLE one)."""
+        found: dict[str, int | None] = {}
+        for entry in current:
+            loaded = available_versions(states(self.snapshot.live.get(entry.name))) & set(entry.versions)
+            found[entry.name] = max(loaded) if loaded else None
+        return found
 
     async def _write_known_good(self, entries: list[ModelEntry], live: Statuses) -> str:
         """Write models.config with only the versions of ``entries`` AVAILABLE in ``live``; return its text."""
         available = {name: available_versions(states(statuses)) for name, statuses in live.items()}
-        good = known_good(entries, available)
+        good = known_good([e for e in entries if candidate_of(e.name) is None], available)
         text = render_config(good)
         await asyncio.to_thread(self.config.write, text)
         self._file_entries = good

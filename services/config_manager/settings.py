@@ -24,6 +24,8 @@ class Settings(NodeSettings):
     # Deadlines of single calls to tfserving.
     reload_timeout_seconds: float = Field(default=30.0, gt=0)
     status_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Deadline of one golden request (Predict) against a candidate version.
+    golden_timeout_seconds: float = Field(default=10.0, gt=0)
     # After a reload: poll GetModelStatus at most this long in one pass, every poll interval.
     load_wait_seconds: float = Field(default=60.0, gt=0)
     status_poll_interval_seconds: float = Field(default=0.25, gt=0)

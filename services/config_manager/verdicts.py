@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from services.common.tfs import ModelEntry, VersionState, VersionStatus
 from services.config_manager.capacity import RESOURCE_EXHAUSTED, CapacityWaits
+from services.config_manager.golden import candidate_of
 from services.config_manager.live import Statuses
 from services.config_manager.loads import LoadTracker
-from services.config_manager.localdisk import FailedStore
+from services.config_manager.localdisk import GENERATED_SUFFIX, FailedStore, ManifestCache
 from services.config_manager.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -42,12 +44,14 @@ class Verdicts:
         failed: FailedStore,
         capacity: CapacityWaits,
         metrics: Metrics,
+        manifests: ManifestCache | None = None,
     ) -> None:
         self.root = root
         self.tracker = tracker
         self.failed = failed
         self.capacity = capacity
         self.metrics = metrics
+        self.manifests = manifests
         #: Candidates during whose load tfserving died, and how often.
         self.deaths: dict[VersionKey, int] = {}
 
@@ -56,13 +60,16 @@ class Verdicts:
         loaded_now = loaded_versions(live)
         self.deaths = {key: n for key, n in self.deaths.items() if key not in loaded_now}
         for entry in current:
-            for failure in self.tracker.failures(entry.name, live.get(entry.name), entry.versions):
-                fingerprint = fingerprints.get(entry.name, {}).get(failure.version)
-                if self.failed.failed_versions(entry.name, {failure.version: fingerprint}):
+            # A golden-check candidate's load speaks for the model it stands for.
+            model = candidate_of(entry.name) or entry.name
+            for found in self.tracker.failures(entry.name, live.get(entry.name), entry.versions):
+                failure = replace(found, model=model)
+                fingerprint = fingerprints.get(model, {}).get(failure.version)
+                if self.failed.failed_versions(model, {failure.version: fingerprint}):
                     continue
                 if failure.code == RESOURCE_EXHAUSTED:
                     # Out of memory is not bad bytes: wait for memory, do not bar the version.
-                    if failure.version not in self.capacity.waiting(entry.name):
+                    if failure.version not in self.capacity.waiting(model):
                         self.capacity.record(
                             model=failure.model,
                             version=failure.version,
@@ -87,6 +94,20 @@ class Verdicts:
                     fingerprint=fingerprint,
                 )
                 self.metrics.failed_loads.inc()
+                if fingerprint is not None and fingerprint.endswith(GENERATED_SUFFIX):
+                    self._drop_generated(failure.model, failure.version)
+
+    def _drop_generated(self, model: str, version: int) -> None:
+        """The load failed with a generated warm-up file: remove it, so the version (its bytes alone) is
+        tried again without it; the failure stays recorded against the generated file only."""
+        if self.manifests is None:
+            return
+        for path in self.manifests.generated_files(model, version):
+            logger.warning(
+                "generated warm-up file failed the load; removed, the version is retried without it",
+                extra={"model": model, "version": version, "path": str(path)},
+            )
+            path.unlink(missing_ok=True)
 
     def count_deaths(self, lost: set[VersionKey], fingerprints: Fingerprints) -> None:
         """tfserving restarted: candidates it was still loading count a death; the second one bars them.
@@ -94,7 +115,8 @@ class Verdicts:
         A version whose load kills the process (a crash in a custom op, an OOM kill) would otherwise be
         re-applied after every restart and take the node down again and again.
         """
-        for model, version in sorted(lost):
+        for name, version in sorted(lost):
+            model = candidate_of(name) or name
             key = (model, version)
             self.deaths[key] = self.deaths.get(key, 0) + 1
             logger.warning(

@@ -107,12 +107,46 @@ def _write_warmup_requests(target: Path, count: int, fault: WarmupFault | None, 
         path.write_bytes(bytes(data))
 
 
-def _build(target: Path, version: int, *, padding_bytes: int, changed_signature: bool, shards: int) -> None:
+def _build(
+    target: Path,
+    version: int,
+    *,
+    padding_bytes: int,
+    changed_signature: bool,
+    shards: int,
+    nan_answers: bool = False,
+    first_call_layers: int = 0,
+) -> None:
     import tensorflow as tf
 
     module = tf.Module()
     # float64 keeps every version up to 2**53 exact in the variable; y is float32 like the input.
     module.version = tf.Variable(float(version), dtype=tf.float64, name="version")
+    # A model that loads fine and answers NaN (what golden requests must catch): y = NaN * version * x.
+    # Normal models carry no such variable (their bytes stay what they always were).
+    if nan_answers:
+        module.nan = tf.Variable(float("nan"), dtype=tf.float64, name="nan")
+
+    # A first call that costs: ``first_call_layers`` chained 64x64 layers that TensorFlow optimises and
+    # allocates on the first call of a loaded version (what warm-up records pay instead); the answer
+    # does not change (their output is multiplied by 0).
+    module.layers = [
+        tf.Variable(tf.random.stateless_normal([64, 64], seed=[i, version], stddev=0.1), name=f"layer{i}")
+        for i in range(first_call_layers)
+    ]
+
+    def factor() -> Any:
+        value = module.version * module.nan if nan_answers else module.version
+        return tf.cast(value, tf.float32)
+
+    def costly(x: Any) -> Any:
+        if not module.layers:
+            return x
+        h = tf.tile(x, [1, 64])
+        for w in module.layers:
+            h = tf.nn.relu(tf.matmul(h, w)) + h * 0.5
+        return x + 0.0 * tf.reduce_sum(h, axis=1, keepdims=True)
+
     # Extra variables: the padding (if any), split so that there are at least `shards` tensors to spread.
     pieces = max(shards - 1, 1 if padding_bytes > 0 else 0)
     padding_elems = max(padding_bytes // 4, pieces)
@@ -124,14 +158,14 @@ def _build(target: Path, version: int, *, padding_bytes: int, changed_signature:
 
         @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name=CHANGED_INPUT_NAME)])  # type: ignore[untyped-decorator]
         def serve_changed(features: Any) -> Any:
-            return {OUTPUT_NAME: tf.cast(module.version, tf.float32) * features}
+            return {OUTPUT_NAME: factor() * features}
 
         signature = serve_changed
     else:
 
         @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name=INPUT_NAME)])  # type: ignore[untyped-decorator]
         def serve(x: Any) -> Any:
-            return {OUTPUT_NAME: tf.cast(module.version, tf.float32) * x}
+            return {OUTPUT_NAME: factor() * costly(x)}
 
         signature = serve
     options = tf.saved_model.SaveOptions(
@@ -149,6 +183,8 @@ def write_model(
     shards: int = 1,
     warmup_requests: int = 0,
     warmup_fault: WarmupFault | None = None,
+    nan_answers: bool = False,
+    first_call_layers: int = 0,
 ) -> Path:
     """Write a real SavedModel to ``dir/<version>/`` and return that path.
 
@@ -156,6 +192,9 @@ def write_model(
     ``padding_bytes`` adds zero-filled float32 variables of about that size (big data shards).
     ``changed_signature`` makes the input ``features`` float32 [None, 2] (y = version * features).
     ``shards`` is the exact number of ``variables.data-K-of-N`` files.
+    ``nan_answers`` makes a model that loads and answers NaN (a bad retrain golden requests catch).
+    ``first_call_layers`` adds that many hidden 64x64 layers: the first call of a loaded version then
+    costs TensorFlow's graph optimisation (about 4-5 ms per layer here), as a real model's does.
     ``warmup_requests`` writes ``assets.extra/tf_serving_warmup_requests`` (a TFRecord file of
     PredictionLogs, as TF Serving replays before a version becomes AVAILABLE) with that many valid
     PredictRequests for serving_default; ``warmup_fault`` breaks it after those: ``corrupt_crc`` (the last
@@ -175,6 +214,8 @@ def write_model(
             shards=shards,
             warmup_requests=warmup_requests,
             warmup_fault=warmup_fault,
+            nan_answers=nan_answers,
+            first_call_layers=first_call_layers,
         ),
     )
 
@@ -202,6 +243,8 @@ def _write_model_in_place(
     shards: int,
     warmup_requests: int = 0,
     warmup_fault: WarmupFault | None = None,
+    nan_answers: bool = False,
+    first_call_layers: int = 0,
 ) -> Path:
     if shards < 1:
         raise ValueError("shards must be >= 1")
@@ -213,6 +256,7 @@ def _write_model_in_place(
     if target.exists():
         raise FileExistsError(target)
     key = f"v{version}-p{padding_bytes}-c{int(changed_signature)}-s{shards}-w{warmup_requests}-{warmup_fault}"
+    key += ("-nan" if nan_answers else "") + (f"-l{first_call_layers}" if first_call_layers else "")
     with _cache_lock:
         cached = _cache_dir() / key
         if not cached.exists():
@@ -224,6 +268,8 @@ def _write_model_in_place(
                 padding_bytes=padding_bytes,
                 changed_signature=changed_signature,
                 shards=shards,
+                nan_answers=nan_answers,
+                first_call_layers=first_call_layers,
             )
             if warmup_requests or warmup_fault:
                 _write_warmup_requests(

@@ -85,13 +85,18 @@ class Node:
         corrupt: bool = False,
         changed_signature: bool = False,
         padding_bytes: int = 0,
+        nan_answers: bool = False,
     ) -> Path:
         """Install a version the way the puller does: the directory, then its manifest."""
         if corrupt:
             path = write_corrupt_model(self.root / model, version, kind="truncated_pb")
         else:
             path = write_model(
-                self.root / model, version, changed_signature=changed_signature, padding_bytes=padding_bytes
+                self.root / model,
+                version,
+                changed_signature=changed_signature,
+                padding_bytes=padding_bytes,
+                nan_answers=nan_answers,
             )
         self.write_manifest(model, version)
         return path

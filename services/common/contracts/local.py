@@ -92,6 +92,11 @@ class Manifest(Document):
     objects: list[ManifestObject]
     total_bytes: int = Field(ge=0)
     installed_at: datetime = Field(default_factory=utcnow)
+    generated: list[str] = Field(
+        default_factory=list,
+        description="files the puller wrote into the version (a generated warm-up file): not from the bucket, "
+        "not in objects, never checked for drift",
+    )
 
     def fingerprint(self) -> str:
         """Identity of the version's bytes: a hash over (name, generation) of every object."""
@@ -118,6 +123,7 @@ class FailedVersion(BaseModel):
     fingerprint: str | None = Field(default=None, description="manifest fingerprint of the bytes that failed")
     failed_at: datetime = Field(default_factory=utcnow)
     attempts: int = 1
+    golden_digest: str | None = Field(default=None, description="golden set a GOLDEN_CHECK_FAILED verdict is for")
 
 
 class FailedDocument(Document):

@@ -32,10 +32,11 @@ from services.common.tfs.records import (
     PredictInputs,
     PredictResult,
     SignatureSpec,
+    TensorValue,
     VersionState,
     VersionStatus,
 )
-from services.common.tfs.tensors import decode_numeric, encode_input, signature_specs
+from services.common.tfs.tensors import decode_numeric, decode_tensor, encode_input, signature_specs
 
 logger = logging.getLogger(__name__)
 
@@ -251,6 +252,20 @@ class TFServingClient:
             signature_name=str(spec.signature_name),
             outputs=outputs,
         )
+
+    async def predict_request(
+        self, request: Message, *, name: str, version: int, timeout: float
+    ) -> dict[str, TensorValue]:
+        """Send a ready ``PredictRequest`` to version ``version`` of ``name``; every output decoded.
+
+        The request's model_spec is replaced (name, pinned version; its signature_name is kept).
+        """
+        pinned = predict_pb2.PredictRequest()
+        pinned.CopyFrom(request)
+        signature = pinned.model_spec.signature_name
+        pinned.model_spec.CopyFrom(_model_spec(name, version=version, label=None, signature_name=signature))
+        response = await self._call(PREDICT, pinned, timeout=timeout, model=name, version=version)
+        return {key: decode_tensor(response.outputs[key]) for key in sorted(response.outputs)}
 
 
 _STATE_NUMBERS: Final = frozenset(int(s) for s in VersionState)

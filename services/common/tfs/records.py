@@ -85,6 +85,20 @@ class PredictResult:
     outputs: dict[str, list[float]]
 
 
+@dataclass(frozen=True)
+class TensorValue:
+    """One output tensor as answered: dtype name, shape, and its values flattened row-major.
+
+    ``numbers`` holds numeric values (NaN and infinities kept), ``strings`` DT_STRING values; the other
+    is None. A dtype neither numeric nor string has both None.
+    """
+
+    dtype: str
+    shape: tuple[int, ...]
+    numbers: list[float] | None = None
+    strings: list[bytes] | None = None
+
+
 # What predict() accepts per input: a flat float list (1-D), (values, shape), bytes (a scalar
 # DT_STRING) or (list of bytes, shape).
 PredictInput = (

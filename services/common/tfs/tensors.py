@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 
 from services.common.errors import InvalidInput
 from services.common.tfs._generated import tensor_pb2
-from services.common.tfs.records import PredictInput, SignatureSpec, TensorSpec
+from services.common.tfs.records import PredictInput, SignatureSpec, TensorSpec, TensorValue
 
 # dtype name -> (TensorProto field holding values, struct code for tensor_content)
 _NUMERIC: dict[str, tuple[str, str]] = {
@@ -109,6 +109,19 @@ def decode_numeric(tensor: Any) -> list[float] | None:
     if count is not None and len(values) < count:
         values.extend([values[-1] if values else 0] * (count - len(values)))
     return [float(v) for v in values]
+
+
+def decode_tensor(tensor: Any) -> TensorValue:
+    """A TensorProto as a :class:`TensorValue` (typed ``*_val`` fields or ``tensor_content``)."""
+    name = dtype_name(tensor.dtype)
+    shape = tuple(int(d.size) for d in tensor.tensor_shape.dim)
+    if name == "DT_STRING":
+        strings = [bytes(v) for v in tensor.string_val]
+        count = math.prod(shape)
+        if 0 < len(strings) < count:
+            strings.extend([strings[-1]] * (count - len(strings)))
+        return TensorValue(dtype=name, shape=shape, strings=strings)
+    return TensorValue(dtype=name, shape=shape, numbers=decode_numeric(tensor))
 
 
 def tensor_spec(info: Any) -> TensorSpec:
