@@ -21,9 +21,11 @@ from pathlib import Path
 
 from services.common.completeness import BucketScan, VersionScan
 from services.common.contracts import Manifest, ManifestObject
+from services.common.contracts.golden import GoldenSet
 from services.common.errors import BucketError, BucketNotFound, BucketPermissionDenied, FleetError, IntegrityError
 from services.remote_model_puller.download import DownloadCancelled, Downloader, GenerationChanged, ObjectSpec, Progress
 from services.remote_model_puller.failures import FailureKind, VersionFailure
+from services.remote_model_puller.golden import add_generated_warmup
 from services.remote_model_puller.local import LocalStore
 from services.remote_model_puller.metrics import PullerMetrics
 from services.remote_model_puller.plan import remote_fingerprint
@@ -82,6 +84,7 @@ class VersionInstaller:
         state: PullerState,
         cancel: threading.Event,
         restart_model: Callable[[str], None],
+        golden_for: Callable[[str], GoldenSet | None] = lambda model: None,
     ) -> None:
         self.settings = settings
         self.downloader = downloader
@@ -90,6 +93,7 @@ class VersionInstaller:
         self.state = state
         self.cancel = cancel
         self.restart_model = restart_model
+        self.golden_for = golden_for
 
     async def install(self, vscan: VersionScan, *, replace: bool) -> bool:
         """Fetch and install one version (``replace``: swap it for the installed copy); True if installed."""
@@ -99,6 +103,7 @@ class VersionInstaller:
         extra = {"model": vscan.model, "version": vscan.version, "bytes": total}
         staged: Path | None = None
         progress = Progress(bytes_total=total)
+        generated: list[str] = []
         try:
             if not await asyncio.to_thread(self._fits, key, total):
                 return False
@@ -113,6 +118,15 @@ class VersionInstaller:
             finally:
                 self.state.downloads.pop(key, None)
                 self.metrics.downloads_in_flight.dec()
+            if self.settings.generated_warmup_repeat > 0:
+                # A version shipping no warm-up records gets them from the model's golden requests.
+                written = await asyncio.to_thread(
+                    add_generated_warmup,
+                    staged,
+                    self.golden_for(vscan.model),
+                    repeat=self.settings.generated_warmup_repeat,
+                )
+                generated = [written] if written else []
             put = self.store.replace if replace else self.store.install
             await asyncio.to_thread(put, staged, vscan.model, vscan.version)
             staged = None
@@ -146,7 +160,7 @@ class VersionInstaller:
         finally:
             if staged is not None:
                 await asyncio.to_thread(self._discard, staged)
-        await asyncio.to_thread(self._finish, vscan, specs)
+        await asyncio.to_thread(self._finish, vscan, specs, generated)
         self.metrics.downloaded_bytes.inc(total)
         self.metrics.versions_installed.inc()
         logger.info("installed version in %.1fs", time.time() - progress.started_at, extra=extra)
@@ -170,7 +184,7 @@ class VersionInstaller:
                         continue
                     logger.info("adopted installed version", extra={"model": model, "version": version})
 
-    def manifest(self, vscan: VersionScan, specs: list[ObjectSpec]) -> Manifest:
+    def manifest(self, vscan: VersionScan, specs: list[ObjectSpec], generated: list[str] | None = None) -> Manifest:
         return Manifest(
             model=vscan.model,
             version=vscan.version,
@@ -179,6 +193,7 @@ class VersionInstaller:
                 ManifestObject(name=s.relative, size=s.size, crc32c=s.crc32c, generation=s.generation) for s in specs
             ],
             total_bytes=sum(s.size for s in specs),
+            generated=generated or [],
         )
 
     def _fits(self, key: tuple[str, int], total: int) -> bool:
@@ -202,10 +217,10 @@ class VersionInstaller:
             raise NotInstallable(problem)
         return self.store.new_staging(vscan.model, vscan.version)
 
-    def _finish(self, vscan: VersionScan, specs: list[ObjectSpec]) -> None:
+    def _finish(self, vscan: VersionScan, specs: list[ObjectSpec], generated: list[str]) -> None:
         key = (vscan.model, vscan.version)
         try:
-            self.store.write_manifest(self.manifest(vscan, specs))
+            self.store.write_manifest(self.manifest(vscan, specs, generated))
         except OSError as exc:  # installed and durable; the next pass adopts it (checks crc32c, writes it)
             logger.error("version installed, manifest not written: %s", exc, extra={"model": key[0], "version": key[1]})
         self.state.startup_problems.pop(key, None)

@@ -15,6 +15,7 @@ ALARM_KINDS = (
     "bucket-unreachable",
     "download-failed",
     "install-failed",
+    "golden-invalid",
 )
 
 

@@ -28,6 +28,9 @@ class Settings(NodeSettings, BucketSettings):
     download_engine: Literal["native", "sdk"] = Field(
         default="native", description="native: the own media client; sdk: google-cloud-storage's downloads"
     )
+    generated_warmup_repeat: int = Field(
+        default=10, ge=0, le=1000, description="records per golden request in a generated warm-up file (0: none)"
+    )
     disk_margin_bytes: int = Field(default=1024 * MiB, ge=0, description="free space left after a version")
     gcs_endpoint: str = Field(default="https://storage.googleapis.com", description="JSON API media endpoint")
     mass_removal_guard: bool = Field(default=True, description="freeze models that vanish from the listing")

@@ -34,6 +34,7 @@ from services.common.gcs import ListingStats, list_objects
 from services.common.worker import PeriodicWorker
 from services.remote_model_puller.document import DocumentSource
 from services.remote_model_puller.download import Downloader
+from services.remote_model_puller.golden import GoldenMirror
 from services.remote_model_puller.install import VersionInstaller
 from services.remote_model_puller.local import LocalStore
 from services.remote_model_puller.metrics import PullerMetrics
@@ -78,6 +79,14 @@ class SyncWorker(PeriodicWorker):
             state=self.state,
             cancel=self.cancel,
             restart_model=self.trigger,
+            golden_for=lambda model: self.golden.sets.get(model),
+        )
+        self.golden = GoldenMirror(
+            client=client,
+            bucket=settings.bucket_name,
+            prefix=settings.prefix,
+            timeout=settings.gcs_timeout_seconds,
+            root=settings.local_model_directory,
         )
         self.documents = DocumentSource(
             client=client,
@@ -120,6 +129,7 @@ class SyncWorker(PeriodicWorker):
         scan, document = await self._read_bucket()
         await asyncio.to_thread(self.state.failures.reload_if_changed)
         alarms: list[Alarm] = [self.documents.alarm()] if self.state.document_error or document is None else []
+        alarms += self.golden.alarms()
         if document is None:
             self.state.set_alarms(alarms, self.metrics)
             return  # no valid desired state ever seen: change nothing
@@ -162,6 +172,9 @@ class SyncWorker(PeriodicWorker):
             seconds,
         )
         self.metrics.list_pages.inc(stats.pages)
+        golden_reads = self.golden.reads
+        await self.golden.refresh(objects)  # golden sets: config_manager's check, the generated warm-up
+        self.metrics.object_reads.inc(self.golden.reads - golden_reads)
         reads = self.documents.reads
         document = await self.documents.current(objects)
         self.metrics.object_reads.inc(self.documents.reads - reads)
@@ -179,6 +192,7 @@ class SyncWorker(PeriodicWorker):
 
     def _startup(self) -> None:
         removed = self.store.prepare()
+        self.golden.load_local()
         if removed:
             logger.info("cleared debris of an interrupted run: %s", ", ".join(removed[:10]))
         for model, versions in self.store.installed().items():

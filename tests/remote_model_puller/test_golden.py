@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from google.cloud import storage
 
+from services.common.contracts import Manifest
 from services.common.contracts.golden import GoldenSet, golden_object_name, golden_path
+from services.common.contracts.local import manifest_path
 from services.common.gcs import list_objects
 from services.common.tfs.warmup_records import WARMUP_PATH, decode_records
 from services.remote_model_puller.golden import GoldenMirror, add_generated_warmup
+from services.remote_model_puller.sync import SyncWorker
 from tests.support.savedmodels import write_model
 
 
@@ -76,3 +80,22 @@ async def test_the_mirror_follows_the_bucket_and_keeps_the_last_good_copy(
 @pytest.mark.parametrize("prefix", ["", "models"])
 def test_object_names(prefix: str) -> None:
     assert golden_object_name(prefix, "m") == (f"{prefix}/" if prefix else "") + "_fleet/golden/m.json"
+
+
+async def test_the_pass_mirrors_golden_sets_and_writes_generated_warmup_into_new_versions(
+    tmp_path: Path, bucket: storage.Bucket, make_worker: Callable[..., SyncWorker]
+) -> None:
+    from tests.remote_model_puller.conftest import upload_version
+
+    worker = make_worker()
+    prefix = worker.settings.prefix.rstrip("/")
+    bucket.blob(golden_object_name(prefix, "m")).upload_from_string(golden("m").to_json())
+    upload_version(bucket, write_model(tmp_path / "src", 1), "m", "1")
+    assert await worker.run_now(), worker.last_error
+    local = worker.settings.local_model_directory
+    assert GoldenSet.read(golden_path(local, "m")) == golden("m")
+    manifest = Manifest.read(manifest_path(local, "m", 1))
+    assert manifest.generated == [WARMUP_PATH]
+    assert WARMUP_PATH not in {o.name for o in manifest.objects}
+    records = list(decode_records((local / "m" / "1" / WARMUP_PATH).read_bytes()))
+    assert len(records) == worker.settings.generated_warmup_repeat
