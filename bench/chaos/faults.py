@@ -201,7 +201,8 @@ class Injector:
         while True:
             try:
                 with self.fleet.admin(timeout=10) as admin:
-                    response = admin.put(f"/v1/models/{MODEL}", json=policy)
+                    # An operator's deliberate edit: If-Match "*" overwrites whatever generation is there.
+                    response = admin.put(f"/v1/models/{MODEL}", json=policy, headers={"If-Match": "*"})
                 response.raise_for_status()
                 event.published.append(f"policy {policy or 'default'}")
                 return

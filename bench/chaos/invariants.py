@@ -118,6 +118,8 @@ def _version_problem(root: Path, model: str, entry: Path) -> str | None:
         except (OSError, ValueError):
             return None  # being replaced right now; the next scan reads it
         expected = {o.name: o.size for o in manifest.objects if not o.name.endswith("/")}
+        for name in manifest.generated:  # a generated warm-up file is the fleet's, not the bucket's
+            files.pop(name, None)
         return None if files == expected else f"files {sorted(files.items())} != manifest {sorted(expected.items())}"
     if not any(name in files for name in ("saved_model.pb", "saved_model.pbtxt")):
         return f"no saved_model.pb: {sorted(files)}"
