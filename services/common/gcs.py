@@ -211,6 +211,15 @@ def write_object(
     return int(blob.generation or 0)
 
 
+def delete_object(client: storage.Client, bucket: str, name: str, *, if_generation_match: int, timeout: float) -> None:
+    """Delete one object, only at ``if_generation_match`` (412 otherwise; NotFound when absent)."""
+    blob = client.bucket(bucket).blob(name)
+    call(
+        f"delete gs://{bucket}/{name}",
+        lambda: blob.delete(if_generation_match=if_generation_match, timeout=timeout, retry=_conditional(timeout)),
+    )
+
+
 def _conditional(timeout: float) -> ConditionalRetryPolicy:
     """Retry a write only when a generation precondition makes it idempotent, within ``timeout``."""
     return ConditionalRetryPolicy(DEFAULT_RETRY.with_timeout(timeout), is_generation_specified, ["query_params"])

@@ -5,9 +5,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from services.master.routes import audit, cluster, models, nodes, state
+from services.master.routes import audit, cluster, golden, models, nodes, state
 
-ROUTERS: tuple[APIRouter, ...] = (nodes.router, cluster.router, models.router, audit.router, state.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    nodes.router,
+    cluster.router,
+    models.router,
+    audit.router,
+    state.router,
+    golden.router,
+)
 
 READ = ["401"]
 WRITE = ["401", "403", "428"]
@@ -30,6 +37,11 @@ ROUTE_ERRORS: dict[str, list[str]] = {
     "GET /v1/state": [*READ, "503"],
     "POST /v1/state/restore": [*WRITE, "409", "412", "503"],
     "POST /v1/state/accept": [*WRITE, "409", "412", "503"],
+    "GET /v1/golden": [*READ, "503"],
+    "GET /v1/golden/{model}": [*READ, "404", "422", "503"],
+    "PUT /v1/golden/{model}": ["400", *WRITE, "412", "413", "422", "503"],
+    "DELETE /v1/golden/{model}": [*WRITE, "404", "412", "422", "503"],
+    "POST /v1/golden/{model}/test": ["401", "403", "404", "422", "503"],
 }
 
 

@@ -115,7 +115,9 @@ def create_app(
         lifespan=lifespan,
     )
     install_problem_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_body_bytes, larger={"/v1/golden/": settings.golden_max_body_bytes}
+    )
     app.state.access = access
     include_routes(app)
     started = time.time()

@@ -95,7 +95,11 @@ class DesiredStore:
         self._executor = ThreadPoolExecutor(max_workers=BUCKET_THREADS, thread_name_prefix="bucket")
         self._writes: set[asyncio.Future[tuple[int, str | None]]] = set()
         self.audit_log = AuditLog(
-            client=client, bucket=self.bucket, prefix=self.audit_prefix, timeout=self.timeout, bucket_call=self._bucket
+            client=client,
+            bucket=self.bucket,
+            prefix=self.audit_prefix,
+            timeout=self.timeout,
+            bucket_call=self.bucket_call,
         )
 
     def close(self) -> None:
@@ -110,7 +114,7 @@ class DesiredStore:
     def audit_prefix(self) -> str:
         return self.prefix + gcs.AUDIT_PREFIX
 
-    async def _bucket(self, what: str, fn: Callable[[], T]) -> T:
+    async def bucket_call(self, what: str, fn: Callable[[], T]) -> T:
         """Run a blocking bucket call with an overall deadline (the client's own retries included)."""
         try:
             loop = asyncio.get_running_loop()
@@ -128,7 +132,7 @@ class DesiredStore:
 
     async def read_bucket_state(self) -> tuple[DesiredStateDocument | None, int]:
         """What the bucket holds now (None, 0 = no object), unjudged."""
-        found = await self._bucket(
+        found = await self.bucket_call(
             "read desired state",
             lambda: gcs.read_object(self.client, self.bucket, self.state_object, timeout=self.timeout),
         )
@@ -154,7 +158,7 @@ class DesiredStore:
                 objects, prefix=self.prefix, now=datetime.now(UTC), quiet_period=self.quiet_period, marker=self.marker
             )
 
-        result = await self._bucket(f"list gs://{self.bucket}/{prefix}", listing)
+        result = await self.bucket_call(f"list gs://{self.bucket}/{prefix}", listing)
         if model is None:
             self._scan_cache = (time.monotonic(), result)
         return result
@@ -246,42 +250,61 @@ class DesiredStore:
         self, document: DesiredStateDocument, expected_generation: int, audit_entry: Callable[[int], AuditEntry]
     ) -> tuple[int, str | None]:
         """Write the document if the bucket is still at ``expected_generation`` (0 = absent), then its audit
-        entry. The write runs on its own (shielded from the request): when it lands after the deadline (or
-        the caller gave up), its audit entry is still written, by a tracked follow-up task."""
+        entry (see :meth:`audited`)."""
         data = document.to_json().encode()
-        loop = asyncio.get_running_loop()
-        write = loop.run_in_executor(
-            self._executor,
-            lambda: gcs.write_object(
+
+        def write() -> int:
+            return gcs.write_object(
                 self.client,
                 self.bucket,
                 self.state_object,
                 data,
                 if_generation_match=expected_generation,
                 timeout=self.timeout,
-            ),
+            )
+
+        return await self.audited(
+            "write desired state", write, audit_entry, landed=lambda generation: self.guard.accept(document, generation)
         )
-        finish = asyncio.ensure_future(self._landed(write, document, audit_entry))
+
+    async def audited(
+        self,
+        what: str,
+        change: Callable[[], int],
+        audit_entry: Callable[[int], AuditEntry],
+        *,
+        landed: Callable[[int], None] | None = None,
+    ) -> tuple[int, str | None]:
+        """Run one blocking bucket change (returning the object's new generation, 0 once deleted), then
+        append its audit entry. The change runs on its own (shielded from the request): when it lands after
+        the deadline (or the caller gave up), its audit entry is still written, by a tracked follow-up task."""
+        loop = asyncio.get_running_loop()
+        write = loop.run_in_executor(self._executor, change)
+        finish = asyncio.ensure_future(self._landed(write, audit_entry, landed))
         self._writes.add(finish)
         finish.add_done_callback(self._write_done)
         try:
             return await asyncio.wait_for(asyncio.shield(finish), self.deadline)
         except TimeoutError:
             raise BucketError(
-                f"write desired state: no answer within {self.deadline:g}s; it may still land (its audit entry "
-                "follows): re-read before retrying"
+                f"{what}: no answer within {self.deadline:g}s; it may still land (its audit entry follows): "
+                "re-read before retrying"
             ) from None
 
     def _write_done(self, finish: asyncio.Future[tuple[int, str | None]]) -> None:
         self._writes.discard(finish)
         if not finish.cancelled() and finish.exception() is not None:
-            logger.warning("desired-state write did not land: %s", finish.exception())
+            logger.warning("bucket change did not land: %s", finish.exception())
 
     async def _landed(
-        self, write: asyncio.Future[int], document: DesiredStateDocument, audit_entry: Callable[[int], AuditEntry]
+        self,
+        write: asyncio.Future[int],
+        audit_entry: Callable[[int], AuditEntry],
+        landed: Callable[[int], None] | None,
     ) -> tuple[int, str | None]:
         generation = await write
-        self.guard.accept(document, generation)
+        if landed is not None:
+            landed(generation)
         return generation, await self._append_audit(audit_entry(generation))
 
     async def aclose(self, timeout: float = 10.0) -> None:

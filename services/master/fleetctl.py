@@ -16,6 +16,7 @@ import typer
 
 from services.master import fleetctl_render as render
 from services.master.fleetctl_client import Client, CliError, client_of, current_etag, fail, run
+from services.master.fleetctl_golden import golden_app
 
 app = typer.Typer(help="Drive a modelfleet fleet through master's admin API.", no_args_is_help=True)
 
@@ -212,6 +213,8 @@ def diff(ctx: typer.Context) -> None:
     rows = run(lambda: render.compute_diff(client.get("/v1/models"), client.get("/v1/cluster", refresh="true")))
     client.emit(rows, render.diff_table(rows))
 
+
+app.add_typer(golden_app, name="golden")
 
 state_app = typer.Typer(help="The desired-state document's alarm and the admin's decision on it.")
 app.add_typer(state_app, name="state")

@@ -14,9 +14,10 @@ from rich.console import Console
 class CliError(Exception):
     """A readable failure; ``code`` is the exit status."""
 
-    def __init__(self, message: str, code: int = 1) -> None:
+    def __init__(self, message: str, code: int = 1, *, status: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.status = status  # master's HTTP status, when it answered
 
 
 @dataclass
@@ -45,7 +46,7 @@ class Client:
         except httpx.HTTPError as exc:
             raise CliError(f"cannot reach master at {self.master}: {type(exc).__name__} {exc}", code=2) from exc
         if response.status_code >= 400:
-            raise CliError(describe_problem(response))
+            raise CliError(describe_problem(response), status=response.status_code)
         return response
 
     def get(self, path: str, **params: Any) -> Any:

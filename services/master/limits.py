@@ -13,16 +13,19 @@ class BodySizeLimit:
     """Pure ASGI middleware: Content-Length over the limit is refused before reading; chunked bodies are
     counted as they arrive and cut off at the limit."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, larger: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = larger or {}  # path prefix -> its own limit (golden sets carry tensors)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self._declared_too_large(scope):
-            await self._refuse(send)
+        path = scope.get("path", "")
+        limit = next((n for prefix, n in self.larger.items() if path.startswith(prefix)), self.max_bytes)
+        if self._declared_too_large(scope, limit):
+            await self._refuse(send, limit)
             return
         seen = 0
         started = refused = False
@@ -32,11 +35,11 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     # Answer 413 now and tell the app the client went away; whatever it tries to send
                     # afterwards is dropped.
                     if not started:
-                        await self._refuse(send)
+                        await self._refuse(send, limit)
                     refused = True
                     return {"type": "http.disconnect"}
             return message
@@ -51,23 +54,23 @@ class BodySizeLimit:
 
         await self.app(scope, limited_receive, guarded_send)
 
-    def _declared_too_large(self, scope: Scope) -> bool:
+    def _declared_too_large(self, scope: Scope, limit: int) -> bool:
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     return True
-                return declared > self.max_bytes or declared < 0
+                return declared > limit or declared < 0
         return False
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, send: Send, limit: int) -> None:
         body = json.dumps(
             {
                 "type": PROBLEM_BASE + "payload-too-large",
                 "title": "Request body too large",
                 "status": 413,
-                "detail": f"request bodies are limited to {self.max_bytes} bytes",
+                "detail": f"request bodies are limited to {limit} bytes",
             }
         ).encode()
         await send(

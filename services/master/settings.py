@@ -29,6 +29,10 @@ class Settings(FleetSettings, BucketSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="larger request bodies get 413")
     bucket_deadline_seconds: float = Field(default=10.0, gt=0, description="overall deadline of one bucket call")
     bucket_cache_seconds: float = Field(default=10.0, ge=0, description="reuse of a bucket listing for reads")
+    golden_max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="body limit of golden-set uploads (PUT /v1/golden/...)"
+    )
+    golden_test_timeout_seconds: float = Field(default=60.0, gt=0, description="deadline of a golden test per node")
     audit_read_limit: int = Field(default=500, ge=1, description="most audit entries read per request")
 
     @field_validator("sidecar_addresses")

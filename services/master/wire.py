@@ -68,14 +68,16 @@ class SidecarClient:
             )
         return self._session
 
-    async def request(self, method: str, url: str) -> WireResponse:
-        """``method`` ``url`` with an empty body; raises WireError (the caller sets the deadline)."""
+    async def request(self, method: str, url: str, *, json_body: bytes | None = None) -> WireResponse:
+        """``method`` ``url`` with an empty body (or ``json_body``, already encoded); raises WireError (the
+        caller sets the deadline)."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise WireError(f"unsupported URL {url!r}")
         session = self._get_session()
         try:
-            async with session.request(method, url, allow_redirects=False) as response:
+            headers = {"Content-Type": "application/json"} if json_body is not None else None
+            async with session.request(method, url, data=json_body, headers=headers, allow_redirects=False) as response:
                 try:
                     body = await self._read_body(response)
                 except BaseException:

@@ -149,3 +149,17 @@ def put_version(
 def node_model(serve: list[int], available: list[int] | None = None, **extra: Any) -> ModelNodeStatus:
     """A ModelNodeStatus with serve/keep and (for config_manager) AVAILABLE versions."""
     return ModelNodeStatus(serve=serve, keep=serve, available=available, **extra)
+
+
+def fleetctl(master: Any, *args: str, token: str | None = ADMIN_TOKENS["alice"]) -> tuple[int, str]:
+    """Run fleetctl in-process against ``master`` (a MasterHandle or a URL); (exit code, output)."""
+    from typer.testing import CliRunner
+
+    from services.master.fleetctl import app
+
+    url = master if isinstance(master, str) else master.url
+    env = {"FLEETCTL_MASTER": url, "COLUMNS": "250"}
+    if token:
+        env["FLEETCTL_TOKEN"] = token
+    result = CliRunner().invoke(app, list(args), env=env)
+    return result.exit_code, result.output

@@ -8,22 +8,9 @@ from pathlib import Path
 
 import pytest
 from google.cloud import storage
-from typer.testing import CliRunner
 
-from services.master.fleetctl import app
 from tests.master.conftest import MasterHandle, register
-from tests.master.support import ADMIN_TOKENS, READ_TOKEN, StandInSidecar, free_port, node_model, put_version
-
-runner = CliRunner()
-
-
-def fleetctl(master: MasterHandle | str, *args: str, token: str | None = ADMIN_TOKENS["alice"]) -> tuple[int, str]:
-    url = master if isinstance(master, str) else master.url
-    env = {"FLEETCTL_MASTER": url, "COLUMNS": "250"}
-    if token:
-        env["FLEETCTL_TOKEN"] = token
-    result = runner.invoke(app, list(args), env=env)
-    return result.exit_code, result.output
+from tests.master.support import ADMIN_TOKENS, READ_TOKEN, StandInSidecar, fleetctl, free_port, node_model, put_version
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from services.common.tfs._generated import get_model_metadata_pb2
 from services.common.tfs.records import SignatureSpec
 from services.common.tfs.tensors import signature_specs
 
-__all__ = ["SERVE_TAGS", "SavedModelUnreadable", "read_serving_signatures"]
+__all__ = ["SERVE_TAGS", "SavedModelUnreadable", "read_serving_signatures", "signatures_from_stream"]
 
 SERVE_TAGS = frozenset({"serve"})
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
@@ -39,26 +39,32 @@ class SavedModelUnreadable(ValueError):
 
 def read_serving_signatures(version_dir: Path, tags: Iterable[str] = SERVE_TAGS) -> dict[str, SignatureSpec]:
     """Signatures of the MetaGraphDef tagged exactly ``tags`` in ``version_dir/saved_model.pb``."""
-    wanted = frozenset(tags)
     path = version_dir / "saved_model.pb"
     try:
         with open(path, "rb") as f:
-            size = f.seek(0, 2)
-            f.seek(0)
-            while f.tell() < size:
-                field, wire = _tag(f)
-                if field == 2 and wire == LEN:
-                    length = _varint(f)
-                    end = _bounded_end(f, length, size)
-                    graph_tags, entries = _meta_graph(f, end)
-                    if graph_tags == wanted:
-                        return _signatures(entries)
-                    f.seek(end)
-                else:
-                    _skip(f, wire, size)
+            return signatures_from_stream(f, str(path), tags)
     except OSError as exc:
         raise SavedModelUnreadable(f"{path}: {exc.strerror or exc}") from exc
-    raise SavedModelUnreadable(f"{path}: no MetaGraphDef tagged {sorted(wanted)}")
+
+
+def signatures_from_stream(f: BinaryIO, what: str, tags: Iterable[str] = SERVE_TAGS) -> dict[str, SignatureSpec]:
+    """The same from any seekable stream of ``saved_model.pb`` (a local file, or a bucket object read by
+    ranges: only the fields walked are fetched); ``what`` names it in errors."""
+    wanted = frozenset(tags)
+    size = f.seek(0, 2)
+    f.seek(0)
+    while f.tell() < size:
+        field, wire = _tag(f)
+        if field == 2 and wire == LEN:
+            length = _varint(f)
+            end = _bounded_end(f, length, size)
+            graph_tags, entries = _meta_graph(f, end)
+            if graph_tags == wanted:
+                return _signatures(entries)
+            f.seek(end)
+        else:
+            _skip(f, wire, size)
+    raise SavedModelUnreadable(f"{what}: no MetaGraphDef tagged {sorted(wanted)}")
 
 
 def _meta_graph(f: BinaryIO, end: int) -> tuple[frozenset[str], list[bytes]]:
