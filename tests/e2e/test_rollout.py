@@ -107,3 +107,48 @@ async def test_rollout_pin_label_and_corrupt_version(fleet: LocalFleet, models_d
         version, _ = await predict_once(node, MODEL)
         assert version == 2
         assert (await predict_once(node, MODEL, label="stable"))[0] == 2
+
+
+GOLDEN_MODEL = "scorer"
+
+
+async def test_golden_requests_keep_a_nan_version_from_every_production_call(
+    fleet: LocalFleet, models_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 15: a version that loads but answers NaN is rejected on every node before it takes a call."""
+    scorer_dir = models_dir / GOLDEN_MODEL
+    fleet.publish(GOLDEN_MODEL, write_model(scorer_dir, 1))
+    await wait_available(fleet.nodes, GOLDEN_MODEL, [1], timeout=120)
+    requests_file = tmp_path / "golden.json"
+    checks = {"finite": True, "outputs": {"y": {"dtype": "DT_FLOAT", "shape": [2, 1], "min": 0, "max": 1000}}}
+    requests_file.write_text(
+        json.dumps([{"name": "two-rows", "rest": {"instances": [[1.0], [2.0]]}, "checks": checks}])
+    )
+    fleetctl(fleet, "golden", "add", GOLDEN_MODEL, str(requests_file))
+    tested = json.loads(fleetctl(fleet, "--json", "golden", "test", GOLDEN_MODEL).stdout)
+    assert tested["passed"] and len(tested["nodes"]) == len(fleet.nodes), tested
+
+    async def publish_bad_then_good() -> None:
+        fleet.publish(GOLDEN_MODEL, write_model(scorer_dir, 2, nan_answers=True))
+        deadline = asyncio.get_running_loop().time() + 120
+        while True:
+            nodes = status_json(fleet)["nodes"]
+            reasons = [node["models"].get(GOLDEN_MODEL, {}).get("failed", {}).get("2", "") for node in nodes]
+            if len(reasons) == len(fleet.nodes) and all("golden request 'two-rows'" in r for r in reasons):
+                break
+            assert asyncio.get_running_loop().time() < deadline, reasons
+            await asyncio.sleep(1)
+        assert all("not finite" in r or "nan" in r.lower() for r in reasons), reasons
+        fleet.publish(GOLDEN_MODEL, write_model(scorer_dir, 3))
+        await wait_available(fleet.nodes, GOLDEN_MODEL, [3], timeout=120)
+
+    targets = {node.hostname: node.grpc_target for node in fleet.nodes}
+    with predicting(targets, GOLDEN_MODEL, rate=100.0) as loop:
+        await publish_bad_then_good()
+        stats = loop.snapshot()
+    answered = {v for counts in stats.versions.values() for v in counts}
+    assert 2 not in answered and 3 in answered, stats.summary()
+    assert stats.control_plane_failed == 0, stats.summary()
+    # The set now fails against nothing: v3 serves and passes everywhere.
+    tested = json.loads(fleetctl(fleet, "--json", "golden", "test", GOLDEN_MODEL).stdout)
+    assert tested["passed"] and {n["result"]["version"] for n in tested["nodes"]} == {3}, tested
