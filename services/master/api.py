@@ -5,9 +5,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from services.master.routes import audit, cluster, models, nodes, state
+from services.master.routes import audit, cluster, dashboard, models, nodes, state, whoami
 
-ROUTERS: tuple[APIRouter, ...] = (nodes.router, cluster.router, models.router, audit.router, state.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    nodes.router,
+    cluster.router,
+    models.router,
+    audit.router,
+    state.router,
+    whoami.router,
+    dashboard.router,
+)
 
 READ = ["401"]
 WRITE = ["401", "403", "428"]
@@ -30,6 +38,7 @@ ROUTE_ERRORS: dict[str, list[str]] = {
     "GET /v1/state": [*READ, "503"],
     "POST /v1/state/restore": [*WRITE, "409", "412", "503"],
     "POST /v1/state/accept": [*WRITE, "409", "412", "503"],
+    "GET /v1/whoami": READ,
 }
 
 
