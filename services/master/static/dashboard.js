@@ -32,7 +32,7 @@ function el(tag, props = {}, ...children) {
     else if (key === "title" || key === "type" || key === "scope" || key === "colSpan") node[key] = value;
     else node.setAttribute(key, String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === undefined || child === null || child === false) continue;
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -280,7 +280,9 @@ function cell(node, model) {
   const why = reasons(entry);
   const states = (entry.live || []).map((v) => `v${v.version} ${v.state}`).join(", ");
   const status = entry.converged ? "converged" : `→ ${versions(entry.serve)}`;
-  const kind = why.length ? "cell failing" : entry.converged ? "cell ok" : "cell pending";
+  // Failed, held, capacity and drift need a person; other problems (a load in progress) do not.
+  const serious = why.length - (entry.problems || []).length;
+  const kind = serious ? "cell failing" : entry.converged && !why.length ? "cell ok" : "cell pending";
   const key = `${node.hostname}/${model}`;
   return el("button", {
     type: "button", class: kind, title: why.join("\n") || states || status,
@@ -290,7 +292,7 @@ function cell(node, model) {
   el("span", { class: "serving" }, versions(entry.available)),
   labelsText(entry.config_labels) ? el("span", { class: "labels" }, labelsText(entry.config_labels)) : null,
   el("span", { class: "state" }, status),
-  why.length ? el("span", { class: "reason" }, `${why.length} problem${why.length > 1 ? "s" : ""}`) : null);
+  why.length ? el("span", { class: serious ? "reason" : "note" }, serious ? `${serious} problem${serious > 1 ? "s" : ""}` : "in progress") : null);
 }
 
 function select(key) {
