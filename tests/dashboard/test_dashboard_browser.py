@@ -73,6 +73,7 @@ def test_read_token_sees_everything_but_cannot_act(fleet: LocalFleet, open_page:
     expect(cell(page, fleet.nodes[0].hostname, "ranker").locator(".serving")).to_have_text("v2")
     expect(page.locator("#audit")).to_be_visible()
     expect(page.locator("#actions")).to_be_hidden()
+    expect(page.locator("#read-only-note")).to_be_visible()
     assert page.locator("#actions button:enabled").count() == 0
     # Phone width: the page does not scroll sideways (wide tables scroll in their own box).
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
@@ -201,4 +202,27 @@ def test_rollback_clicked_in_the_page_changes_what_nodes_serve(fleet: LocalFleet
     with fleet.admin() as client:
         newest = client.get("/v1/audit", params={"model": "ranker", "limit": 1}).json()["entries"][0]
     assert (newest["actor"], newest["action"], newest["serving_before"]) == (ADMIN_NAME, "rollback", [2])
+    assert page_errors(errors) == []
+
+
+def test_alarms_show_mass_removal_and_a_missing_state_document(fleet: LocalFleet, open_page: Any) -> None:
+    """Last: it breaks the bucket on purpose (scorer's versions and the state document vanish)."""
+    page, screens, errors = open_page()
+    sign_in(page, fleet, fleet.read_token)
+    expect(page.locator("#read-only-note")).to_be_visible()
+    bucket = fleet.bucket()
+    for blob in list(bucket.list_blobs(prefix=f"{fleet.options.prefix}/scorer/")):
+        blob.delete()
+    bucket.blob(f"{fleet.options.prefix}/_fleet/state.json").delete()
+    alarms = page.locator("#alarms")
+    # master's alarm, then each puller's (they judge the document by the same rule).
+    expect(alarms.locator("li.critical", has_text="desired-state-missing")).to_contain_text(
+        ["master", *(node.hostname for node in fleet.nodes)], timeout=30_000
+    )
+    expect(alarms.locator("li.critical", has_text="mass-removal")).to_contain_text(
+        [f"{node.hostname} / scorer" for node in fleet.nodes], timeout=30_000
+    )
+    # Nothing was unloaded: the last good version of scorer keeps serving.
+    expect(cell(page, fleet.nodes[0].hostname, "scorer").locator(".serving")).to_have_text("v1")
+    screens.shot("alarms")
     assert page_errors(errors) == []

@@ -108,6 +108,7 @@ async function signIn(token) {
     $("session").hidden = false;
     $("board").hidden = false;
     for (const node of document.querySelectorAll(".admin-only")) node.hidden = state.role !== "admin";
+    $("read-only-note").hidden = state.role === "admin";
     for (const button of document.querySelectorAll(".admin-only button")) button.disabled = state.role !== "admin";
     showError("");
     poll();
@@ -279,7 +280,7 @@ function cell(node, model) {
   if (!entry) return el("span", { class: "none" }, "–");
   const why = reasons(entry);
   const states = (entry.live || []).map((v) => `v${v.version} ${v.state}`).join(", ");
-  const status = entry.converged ? "converged" : `→ ${versions(entry.serve)}`;
+  const status = entry.converged ? "converged" : `wants ${versions(entry.serve)}`;
   // Failed, held, capacity and drift need a person; other problems (a load in progress) do not.
   const serious = why.length - (entry.problems || []).length;
   const kind = serious ? "cell failing" : entry.converged && !why.length ? "cell ok" : "cell pending";
@@ -472,7 +473,8 @@ function rolloutButtons(rollout) {
 
 function drawAudit(entries) {
   const head = el("tr", {}, ["at", "actor", "model", "action", "served before", "generation"].map((c) => el("th", { scope: "col" }, c)));
-  const rows = entries.map((e) => el("tr", {}, el("td", {}, e.at), el("td", {}, e.actor), el("td", {}, e.model),
+  const when = (at) => String(at).replace("T", " ").replace(/\.\d+/, "");
+  const rows = entries.map((e) => el("tr", {}, el("td", {}, when(e.at)), el("td", {}, e.actor), el("td", {}, e.model),
     el("td", {}, e.action), el("td", {}, versions(e.serving_before)), el("td", {}, String(e.generation ?? "-"))));
   $("audit").replaceChildren(el("thead", {}, head), el("tbody", {}, rows.length ? rows : el("tr", {}, el("td", { colSpan: 6 }, "No changes yet."))));
 }
