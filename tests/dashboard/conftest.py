@@ -12,6 +12,7 @@ import shutil
 import struct
 import threading
 from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +91,11 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFleet]:
     options = FleetOptions(nodes=2, sync_interval=1.0, quiet_period=0.5, master_poll_interval=1.0)
     fleet = LocalFleet(root / "run", options)
     try:
-        fleet.start()
-        v1, v2 = write_model(models, 1), write_model(models, 2)
+        # The fleet's processes start while this process builds the SavedModels (TensorFlow's import).
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            started = pool.submit(fleet.start)
+            v1, v2 = write_model(models, 1), write_model(models, 2)
+            started.result()
         fleet.publish("ranker", v1)
         fleet.publish("ranker", v2)
         fleet.publish("scorer", v1)

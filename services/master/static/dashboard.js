@@ -103,6 +103,7 @@ async function signIn(token) {
     const { data } = await api("GET", "/v1/whoami");
     state.role = data.role;
     sessionStorage.setItem(TOKEN_KEY, token);
+    $("token").value = "";
     $("who").textContent = `${data.name} (${data.role === "admin" ? "admin" : "read-only"})`;
     $("signin").hidden = true;
     $("session").hidden = false;
