@@ -205,6 +205,28 @@ def test_rollback_clicked_in_the_page_changes_what_nodes_serve(fleet: LocalFleet
     assert page_errors(errors) == []
 
 
+def test_label_move_and_sync_from_the_page(fleet: LocalFleet, open_page: Any) -> None:
+    page, screens, errors = open_page()
+    sign_in(page, fleet, fleet.admin_token)
+    page.locator("#action-model").select_option("ranker")
+    page.get_by_label("Label").fill("stable")
+    page.get_by_label("Version", exact=True).fill("1")
+    page.get_by_role("button", name="Move label", exact=True).click()
+    expect(page.locator("#confirm-text")).to_contain_text("Move label stable of ranker to version 1?")
+    page.locator("#confirm-ok").click()
+    expect(page.locator("#action-result")).to_contain_text("labels stable=1")
+    for node in fleet.nodes:  # config_manager moves the label once v1 is AVAILABLE (it is)
+        expect(cell(page, node.hostname, "ranker").locator(".labels")).to_have_text("stable=1", timeout=30_000)
+    expect(page.locator("#audit tbody tr").first).to_contain_text("label stable=1")
+    page.locator("#action-node").select_option("")
+    page.get_by_role("button", name="Sync", exact=True).click()
+    expect(page.locator("#confirm-text")).to_contain_text("Sync every node now?")
+    page.locator("#confirm-ok").click()
+    expect(page.locator("#action-result")).to_contain_text(f"sync: {len(fleet.nodes)}/{len(fleet.nodes)} nodes ok")
+    screens.shot("label-moved-and-synced")
+    assert page_errors(errors) == []
+
+
 def test_alarms_show_mass_removal_and_a_missing_state_document(fleet: LocalFleet, open_page: Any) -> None:
     """Last: it breaks the bucket on purpose (scorer's versions and the state document vanish)."""
     page, screens, errors = open_page()
