@@ -114,7 +114,10 @@ def test_failing_version_shows_its_reason_as_text(fleet: LocalFleet, open_page: 
     assert page.locator("main img, main b").count() == 0
     assert page.evaluate("document.body.dataset.pwned") is None
     screens.shot("failure-reason-as-text")
+    # The CSP's Trusted Types rule is live: the browser itself refuses an HTML string.
     assert page_errors(errors) == []
+    html_sink = "() => { try { document.body.innerHTML = '<b>x</b>'; return 'taken' } catch (e) { return e.name } }"
+    assert page.evaluate(html_sink) == "TypeError"
 
 
 def test_rollouts_render_the_announced_shape_and_send_if_match(fleet: LocalFleet, open_page: Any) -> None:
