@@ -63,6 +63,15 @@ def test_matrix_shows_the_served_versions(fleet: LocalFleet, open_page: Any) -> 
     assert page.evaluate("sessionStorage.getItem('modelfleet.token')") == fleet.admin_token
     assert fleet.admin_token not in page.url
     screens.shot("matrix-1280x800")
+    # Live: one round every 2 s, start to start; clicks (each asks for a round now) never add polling loops.
+    first = cell(page, fleet.nodes[0].hostname, "ranker")
+    for _ in range(3):
+        first.click()
+    expect(page.locator("#details")).to_be_visible()
+    polls: list[str] = []
+    page.on("request", lambda request: polls.append(request.url) if "/v1/cluster" in request.url else None)
+    page.wait_for_timeout(4_500)
+    assert 1 <= len(polls) <= 4, polls  # three loops (a round per click, each rescheduling) would make ~9
     assert page_errors(errors) == []
 
 

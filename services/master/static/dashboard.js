@@ -10,7 +10,10 @@ const TOKEN_KEY = "modelfleet.token";
 const PAUSABLE = new Set(["running", "baking", "waiting"]);
 const FINISHED = new Set(["done", "aborted", "reverted"]);
 
-const state = { token: null, role: null, timer: null, rolloutsMissing: false, lastRender: {}, selected: null };
+const state = {
+  token: null, role: null, session: 0, timer: null, polling: false, pollAgain: false,
+  rolloutsMissing: false, lastRender: {}, selected: null,
+};
 const $ = (id) => document.getElementById(id);
 
 class ApiError extends Error {
@@ -98,6 +101,7 @@ function showError(message) {
 
 // -- session ------------------------------------------------------------------------------------------
 async function signIn(token) {
+  state.session += 1;
   state.token = token;
   try {
     const { data } = await api("GET", "/v1/whoami");
@@ -122,7 +126,7 @@ async function signIn(token) {
 function signOut() {
   clearTimeout(state.timer);
   sessionStorage.removeItem(TOKEN_KEY);
-  Object.assign(state, { token: null, role: null, lastRender: {}, selected: null });
+  Object.assign(state, { token: null, role: null, session: state.session + 1, lastRender: {}, selected: null });
   $("token").value = "";
   $("signin").hidden = false;
   $("session").hidden = true;
@@ -131,10 +135,32 @@ function signOut() {
 }
 
 // -- polling ------------------------------------------------------------------------------------------
+// One round at a time: a poll asked for during a round (after an action, a click) runs right after it.
 async function poll() {
   clearTimeout(state.timer);
   if (!state.token) return;
+  if (state.polling) {
+    state.pollAgain = true;
+    return;
+  }
+  state.polling = true;
+  const session = state.session;
   const started = Date.now();
+  try {
+    await pollOnce(session);
+  } finally {
+    state.polling = false;
+  }
+  if (!state.token) return;
+  if (state.pollAgain || session !== state.session) {
+    state.pollAgain = false;
+    poll();
+  } else {
+    state.timer = setTimeout(poll, Math.max(0, POLL_MS - (Date.now() - started)));
+  }
+}
+
+async function pollOnce(session) {
   try {
     const [cluster, models, audit, rollouts] = await Promise.all([
       api("GET", "/v1/cluster"),
@@ -142,9 +168,11 @@ async function poll() {
       api("GET", `/v1/audit?limit=${AUDIT_LIMIT}`).catch((error) => ({ error })),
       fetchRollouts(),
     ]);
+    if (session !== state.session) return; // signed out (or in again) meanwhile
     render(cluster.data, models, audit, rollouts);
     showError(models.error ? `models: ${models.error.message}` : audit.error ? `audit: ${audit.error.message}` : "");
   } catch (error) {
+    if (session !== state.session) return;
     if (error.status === 401) {
       signOut();
       showError(`Token refused (401): ${error.message.replace(/^401: /, "")}`);
@@ -152,7 +180,6 @@ async function poll() {
     }
     showError(`Cannot refresh: ${error.message}`);
   }
-  state.timer = setTimeout(poll, Math.max(0, POLL_MS - (Date.now() - started)));
 }
 
 async function fetchRollouts() {
