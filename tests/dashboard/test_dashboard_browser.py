@@ -24,7 +24,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 def sign_in(page: Page, fleet: LocalFleet, token: str) -> None:
     """Open the page and sign in with the keyboard only (tab to the field, type, Enter)."""
     page.goto(f"{fleet.master_url}/")
-    page.locator("#token").focus()
+    page.keyboard.press("Tab")
+    expect(page.locator("#token")).to_be_focused()
     page.keyboard.type(token)
     page.keyboard.press("Enter")
 
