@@ -68,6 +68,7 @@ def _summary(fleet: LocalFleet) -> None:
     console.print(f"\nmaster admin API: {fleet.master_url}  (OpenAPI docs: {fleet.master_url}/docs)", soft_wrap=True)
     fleet_token = fleet.root / "secrets" / "fleet_token"
     console.print(f"tokens: {token_file} (line 1 admin, line 2 read-only); sidecars' fleet token: {fleet_token}")
+    console.print(f"dashboard: {fleet.master_url}/  (paste the token part of a line of {token_file})", soft_wrap=True)
     console.print("\ntry fleetctl:")
     console.print(f"  export FLEETCTL_MASTER={fleet.master_url}")
     console.print(f"  export FLEETCTL_TOKEN=$(head -1 {token_file} | cut -d: -f2-)")

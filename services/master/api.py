@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from services.master.routes import audit, cluster, golden, models, nodes, state
+from services.master.routes import audit, cluster, dashboard, golden, models, nodes, state, whoami
 
 ROUTERS: tuple[APIRouter, ...] = (
     nodes.router,
@@ -14,6 +14,8 @@ ROUTERS: tuple[APIRouter, ...] = (
     audit.router,
     state.router,
     golden.router,
+    whoami.router,
+    dashboard.router,
 )
 
 READ = ["401"]
@@ -42,6 +44,7 @@ ROUTE_ERRORS: dict[str, list[str]] = {
     "PUT /v1/golden/{model}": ["400", *WRITE, "412", "413", "422", "503"],
     "DELETE /v1/golden/{model}": [*WRITE, "404", "412", "422", "503"],
     "POST /v1/golden/{model}/test": ["401", "403", "404", "422", "503"],
+    "GET /v1/whoami": READ,
 }
 
 
