@@ -60,7 +60,8 @@ def in_window(call: Call, phase: Phase, offset: tuple[float, float] = WINDOW) ->
     if switched is None:
         return None
     delta = call.start - switched
-    return delta if offset[0] <= delta < offset[1] else None
+    # A run that goes on for less than the window after a switch (--smoke) ends it with the phase.
+    return delta if offset[0] <= delta < offset[1] and call.start < phase.ended else None
 
 
 def phase_figures(phase: Phase, calls: Sequence[Call], steady_p99: float) -> dict[str, Any]:
@@ -158,6 +159,8 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"  warm-up records replayed by the served load: {phase['warmup_records_replayed']}")
         lines.append("  second   calls   p50 ms   p99 ms   max ms")
         for row in phase["per_second"]:
+            if not row["calls"]:
+                continue
             lines.append(
                 f"  {row['second']:+6d} {row['calls']:7d} {row['p50_ms']:8.1f} {row['p99_ms']:8.1f}"
                 f" {row['max_ms']:8.1f}"

@@ -10,6 +10,7 @@ one long-lived channel per node) runs on every node the whole time, through ONE 
 3. (b) v3 published: it loads and answers NaN; every node must reject it (GOLDEN_CHECK_FAILED);
 4. the pullers restarted with generated warm-up on (the setting is read at start);
 5. (c) v2 -> v4 with generated warm-up;
+(``--smoke`` and ``--no-cold`` leave out 2 and 4: generated warm-up is on from the start);
 with calm periods between (the steady state). Prints p50/p99 per second from 5 s before to 10 s after
 each node's switch (the new version AVAILABLE in the served model), the ratio to the steady p99, failed
 calls by gRPC code and the versions that ever answered. Exit status 1 if the bad version answered a
@@ -42,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.chaos.load import SearchLoad  # noqa: E402
+from bench.switch.client import LoadProcess  # noqa: E402
 from bench.switch.figures import WINDOW, Phase, build, render  # noqa: E402
 from services.common.contracts.golden import GoldenSet, golden_object_name  # noqa: E402
 from services.common.contracts.local import FailedDocument, failed_path  # noqa: E402
@@ -154,10 +155,13 @@ def warmup_records_replayed(node: Node, version: int) -> int:
 
 
 def set_generated_warmup(fleet: LocalFleet, repeat: int) -> None:
-    """Restart every puller with ``FLEET_GENERATED_WARMUP_REPEAT=repeat`` (read once, at start)."""
+    """Restart every puller with ``FLEET_GENERATED_WARMUP_REPEAT=repeat`` (read once, at start), all at once."""
+    for node in fleet.nodes:
+        node.puller.stop()
     for node in fleet.nodes:
         node.puller.env = {**node.puller.env, "FLEET_GENERATED_WARMUP_REPEAT": str(repeat)}
-        node.puller.restart()
+        node.puller.start()
+    for node in fleet.nodes:
         node.puller.wait_healthy(60)
 
 
@@ -193,7 +197,7 @@ class Run:
         phase.ended = self.now()
 
     def reject(self, name: str, version: int, serving: int) -> None:
-        phase = Phase(name, version, warmup=False, published=self.now())
+        phase = Phase(name, version, warmup=self.args.no_cold, published=self.now())
         self.phases.append(phase)
         print(f"{name}: publishing v{version} (answers NaN)", flush=True)
         self.fleet.publish(MODEL, self.versions[version])
@@ -209,8 +213,9 @@ class Run:
             self.hold_calm()
             serving = 2
         self.reject("(b) bad version", BAD_VERSION, serving=serving)
-        print(f"restarting the pullers with FLEET_GENERATED_WARMUP_REPEAT={WARMUP_REPEAT}", flush=True)
-        set_generated_warmup(self.fleet, WARMUP_REPEAT)
+        if not self.args.no_cold:
+            print(f"restarting the pullers with FLEET_GENERATED_WARMUP_REPEAT={WARMUP_REPEAT}", flush=True)
+            set_generated_warmup(self.fleet, WARMUP_REPEAT)
         self.hold_calm()
         self.switch("(c) switch with generated warm-up", 4, warmup=True)
         self.hold_calm()
@@ -219,25 +224,33 @@ class Run:
 def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         writing = write_versions(pool, work / "models", args.layers)  # while the fleet starts
-        return run_fleet(args, work, writing)
+        return run_fleet(args, work, pool, writing)
 
 
-def run_fleet(args: argparse.Namespace, work: Path, writing: dict[int, Future[Path]]) -> dict[str, object]:
+def run_fleet(
+    args: argparse.Namespace, work: Path, pool: ProcessPoolExecutor, writing: dict[int, Future[Path]]
+) -> dict[str, object]:
+    # Generated warm-up off until (a) is done; without (a) it is on from the start (no puller restart).
+    repeat = WARMUP_REPEAT if args.no_cold else 0
     options = FleetOptions(
-        nodes=args.nodes, sync_interval=2.0, quiet_period=1.0, extra_env={"FLEET_GENERATED_WARMUP_REPEAT": "0"}
+        nodes=args.nodes,
+        sync_interval=2.0,
+        quiet_period=1.0,
+        extra_env={"FLEET_GENERATED_WARMUP_REPEAT": str(repeat)},
     )
     fleet = LocalFleet(work / "fleet", options)
     try:
         print(f"starting fleet: {args.nodes} nodes", flush=True)
         fleet.start()
         versions = {v: job.result(timeout=args.timeout) for v, job in writing.items()}
+        pool.shutdown()  # TensorFlow's memory goes before the measurement starts
         publish_golden(fleet)
         fleet.publish(MODEL, versions[1])
         asyncio.run(wait_available(fleet.nodes, MODEL, [1], timeout=args.timeout))
         asyncio.run(prime(fleet.nodes))
         sequence = Run(fleet, versions, args)
         targets = {n.hostname: n.grpc_target for n in fleet.nodes}
-        load = SearchLoad(
+        load = LoadProcess(
             targets,
             [MODEL],
             rate=args.rate,
