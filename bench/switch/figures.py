@@ -181,4 +181,7 @@ def render(report: dict[str, Any]) -> str:
     lines.append(f"versions that answered production calls, per node: {report['versions_answered']}")
     bad = report["args"]["bad_version"]
     lines.append(f"bad version {bad} answered {report['bad_version_answered']} production calls (goal 0)")
+    if "load_average" in report:
+        start, end = (report["load_average"][k][0] for k in ("start", "end"))
+        lines.append(f"machine load average (1 min): {start:.1f} at the start, {end:.1f} at the end")
     return "\n".join(lines)

@@ -222,9 +222,12 @@ class Run:
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
+    load_before = os.getloadavg()  # the machine is shared: its load is part of the figures
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         writing = write_versions(pool, work / "models", args.layers)  # while the fleet starts
-        return run_fleet(args, work, pool, writing)
+        report = run_fleet(args, work, pool, writing)
+    report["load_average"] = {"start": load_before, "end": os.getloadavg()}
+    return report
 
 
 def run_fleet(
@@ -274,7 +277,6 @@ def run_fleet(
     )
     if args.calls_out:
         args.calls_out.write_text(json.dumps([dataclasses.asdict(c) for c in tally.calls]) + "\n")
-    report["load_average"] = os.getloadavg()
     return report
 
 
