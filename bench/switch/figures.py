@@ -1,7 +1,7 @@
 """bench/switch's figures: latency per second around each switch against the steady state of the same run.
 
 A *switch* on a node is the moment the node's model server first listed the new version AVAILABLE in the
-served model (polled every ``POLL_SECONDS``). Its window is ``WINDOW`` seconds around that moment, and
+served model (polled every 100 ms, watch.py). Its window is ``WINDOW`` seconds around that moment, and
 only the calls to that node count in it (in production each node is its own machine; here they share
 two cores, which the README notes). The steady state is every call made in the calm periods the run
 holds between phases (no download, load or switch anywhere).

@@ -36,20 +36,15 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
-import httpx
-from prometheus_client.parser import text_string_to_metric_families
-
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.switch.client import LoadProcess  # noqa: E402
 from bench.switch.figures import WINDOW, Phase, build, render  # noqa: E402
+from bench.switch.watch import wait_rejected, warmup_records_replayed, watch_available  # noqa: E402
 from services.common.contracts.golden import GoldenSet, golden_object_name  # noqa: E402
-from services.common.contracts.local import FailedDocument, failed_path  # noqa: E402
-from services.common.errors import TFServingError  # noqa: E402
 from services.common.gcs import write_object  # noqa: E402
-from services.common.tfs import TFServingClient, VersionState  # noqa: E402
 from services.local_fleet.convergence import predict_once, wait_available  # noqa: E402
 from services.local_fleet.fleet import FleetOptions, LocalFleet, Node  # noqa: E402
 from services.local_fleet.savedmodels import write_model  # noqa: E402
@@ -58,8 +53,6 @@ MODEL = "ranker"
 BAD_VERSION = 3
 VERSIONS = (1, 2, BAD_VERSION, 4)
 WARMUP_REPEAT = 10  # the puller's default FLEET_GENERATED_WARMUP_REPEAT
-WARMUP_METRIC = ":tensorflow:serving:model_warmup_records_read"
-POLL_SECONDS = 0.1
 
 
 def write_versions(pool: ProcessPoolExecutor, directory: Path, layers: int) -> dict[int, Future[Path]]:
@@ -91,67 +84,11 @@ def publish_golden(fleet: LocalFleet) -> None:
     )
 
 
-async def watch_available(
-    nodes: Sequence[Node], version: int, *, clock_zero: float, timeout: float
-) -> dict[str, float]:
-    """When each node first lists ``version`` AVAILABLE in the served model (seconds since ``clock_zero``)."""
-    seen: dict[str, float] = {}
-    clients = {n.hostname: TFServingClient(n.grpc_target) for n in nodes}
-
-    async def poll(host: str) -> None:
-        try:
-            statuses = await clients[host].get_model_status(MODEL, timeout=2.0)
-        except TFServingError:
-            return
-        if any(s.version == version and s.state == VersionState.AVAILABLE for s in statuses):
-            seen.setdefault(host, time.monotonic() - clock_zero)
-
-    deadline = time.monotonic() + timeout
-    try:
-        while len(seen) < len(nodes):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{MODEL}/{version} not AVAILABLE everywhere within {timeout}s: {seen}")
-            await asyncio.gather(*(poll(h) for h in clients if h not in seen))
-            await asyncio.sleep(POLL_SECONDS)
-    finally:
-        for client in clients.values():
-            await client.close()
-    return seen
-
-
 async def prime(nodes: Sequence[Node]) -> None:
     """v1's first calls on every node, one at a time, before the load: the steady state starts warm."""
     for node in nodes:
         for _ in range(3):
             await predict_once(node, MODEL)
-
-
-def wait_rejected(nodes: Sequence[Node], version: int, *, timeout: float) -> dict[str, str]:
-    """Each node's failed.json entry for ``version`` once every node has one (its message)."""
-    found: dict[str, str] = {}
-    deadline = time.monotonic() + timeout
-    while len(found) < len(nodes):
-        for node in nodes:
-            path = failed_path(node.model_dir)
-            entry = FailedDocument.read(path).find(MODEL, version) if path.exists() else None
-            if entry is not None:
-                found[node.hostname] = f"{entry.error_code}: {entry.message}"
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{MODEL}/{version} not rejected everywhere within {timeout}s: {found}")
-        time.sleep(0.2)
-    return found
-
-
-def warmup_records_replayed(node: Node, version: int) -> int:
-    """Warm-up records the node's model server replayed loading ``version`` for the served model."""
-    path = str(node.model_dir / MODEL / str(version))
-    url = f"http://127.0.0.1:{node.rest_port}/monitoring/prometheus/metrics"
-    page = httpx.get(url, timeout=5.0, trust_env=False).text
-    for family in text_string_to_metric_families(page):
-        for sample in family.samples:
-            if family.name == WARMUP_METRIC and sample.labels == {"model_path": path, "status": "OK"}:
-                return int(sample.value)
-    return 0
 
 
 def set_generated_warmup(fleet: LocalFleet, repeat: int) -> None:
@@ -189,11 +126,11 @@ class Run:
         self.fleet.publish(MODEL, self.versions[version])
         nodes = self.fleet.nodes
         phase.available = asyncio.run(
-            watch_available(nodes, version, clock_zero=self.clock_zero, timeout=self.args.timeout)
+            watch_available(nodes, MODEL, version=version, clock_zero=self.clock_zero, timeout=self.args.timeout)
         )
         asyncio.run(wait_available(nodes, MODEL, [version], timeout=self.args.timeout))  # the old one unloaded
         time.sleep(max(0.0, max(phase.available.values()) + self.args.after - self.now()))
-        phase.warmup_records = {n.hostname: warmup_records_replayed(n, version) for n in nodes}
+        phase.warmup_records = {n.hostname: warmup_records_replayed(n, MODEL, version=version) for n in nodes}
         phase.ended = self.now()
 
     def reject(self, name: str, version: int, serving: int) -> None:
@@ -201,7 +138,7 @@ class Run:
         self.phases.append(phase)
         print(f"{name}: publishing v{version} (answers NaN)", flush=True)
         self.fleet.publish(MODEL, self.versions[version])
-        phase.rejected = wait_rejected(self.fleet.nodes, version, timeout=self.args.timeout)
+        phase.rejected = wait_rejected(self.fleet.nodes, MODEL, version=version, timeout=self.args.timeout)
         asyncio.run(wait_available(self.fleet.nodes, MODEL, [serving], timeout=10))
         phase.ended = self.now()
 
