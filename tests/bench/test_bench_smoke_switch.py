@@ -32,7 +32,7 @@ def test_switch_smoke_bad_version_never_answers_and_warmup_is_replayed(tmp_path:
     assert bad["version"] == BAD_VERSION and BAD_VERSION not in bad["versions_answered"]
     # 0 failed calls: a deadline missed only while the bench's own client was starved is told apart.
     assert report["failed"] == report["failed_while_client_stalled"], report["failed_by_code"]
-    assert report["calls"] > 1000 and report["steady"]["calls"] > 100
+    assert report["calls"] > 500 and report["steady"]["calls"] > 100
     # The served load of v4 replayed the puller's generated records (the pullers restarted with them on).
     assert warm["generated_warmup"] and warm["warmup_records_replayed"] == dict.fromkeys(nodes, WARMUP_REPEAT)
     assert sorted(warm["available_at"]) == nodes and warm["around_switch"]["calls"] > 0
