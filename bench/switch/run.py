@@ -1,8 +1,7 @@
 """bench/switch: latency around version switches, with and without generated warm-up, and a bad version between.
 
 A local fleet serves a model whose first call after a load costs TensorFlow's graph optimisation
-(``first_call_layers``), with golden requests in the bucket (``_fleet/golden/<model>.json``, written as
-master writes it). A search-like load (bench/chaos/load.py: searches of 15-45 Predicts, 600 ms deadline,
+(``first_call_layers``), with golden requests uploaded through master's API once v1 serves (``PUT /v1/golden/<model>``). A search-like load (bench/chaos/load.py: searches of 15-45 Predicts, 600 ms deadline,
 one long-lived channel per node) runs on every node the whole time, through ONE run of:
 
 1. steady state;
@@ -43,8 +42,7 @@ if str(ROOT) not in sys.path:
 from bench.switch.client import LoadProcess  # noqa: E402
 from bench.switch.figures import WINDOW, Phase, build, render  # noqa: E402
 from bench.switch.watch import wait_rejected, warmup_records_replayed, watch_available  # noqa: E402
-from services.common.contracts.golden import GoldenSet, golden_object_name  # noqa: E402
-from services.common.gcs import write_object  # noqa: E402
+from services.common.contracts.golden import golden_path  # noqa: E402
 from services.local_fleet.convergence import predict_once, wait_available  # noqa: E402
 from services.local_fleet.fleet import FleetOptions, LocalFleet, Node  # noqa: E402
 from services.local_fleet.savedmodels import write_model  # noqa: E402
@@ -64,24 +62,28 @@ def write_versions(pool: ProcessPoolExecutor, directory: Path, layers: int) -> d
 
 
 def publish_golden(fleet: LocalFleet) -> None:
-    """The golden set, written as master writes it (create-only, the contract's JSON)."""
-    golden = GoldenSet.model_validate(
-        {
-            "model": MODEL,
-            "updated_by": "bench-switch",
-            "requests": [
-                {
-                    "name": "unit",
-                    "rest": {"instances": [[1.0]]},
-                    "checks": {"outputs": {"y": {"dtype": "DT_FLOAT", "shape": [1, 1], "min": 0.5, "max": 1e6}}},
-                }
-            ],
-        }
-    )
-    name = golden_object_name(fleet.options.prefix, MODEL)
-    write_object(
-        fleet.gcs.client(), fleet.options.bucket, name, golden.to_json().encode(), if_generation_match=0, timeout=10
-    )
+    """The golden set, uploaded through master's API as an ML engineer does (validated against v1)."""
+    golden = {
+        "model": MODEL,
+        "requests": [
+            {
+                "name": "unit",
+                "rest": {"instances": [[1.0]]},
+                "checks": {"outputs": {"y": {"dtype": "DT_FLOAT", "shape": [1, 1], "min": 0.5, "max": 1e6}}},
+            }
+        ],
+    }
+    with fleet.admin() as admin:
+        answer = admin.put(f"/v1/golden/{MODEL}", json=golden, headers={"If-Match": "0"})
+    if answer.status_code != 200:
+        raise RuntimeError(f"master refused the golden set: {answer.status_code} {answer.text}")
+    # Every node's copy first: a version published before a node mirrored the set would take traffic unchecked.
+    copies = [golden_path(node.model_dir, MODEL) for node in fleet.nodes]
+    deadline = time.monotonic() + 60
+    while not all(path.exists() for path in copies):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"golden set not mirrored to every node within 60 s: {copies}")
+        time.sleep(0.2)
 
 
 async def prime(nodes: Sequence[Node]) -> None:
@@ -184,9 +186,9 @@ def run_fleet(
         fleet.start()
         versions = {v: job.result(timeout=args.timeout) for v, job in writing.items()}
         pool.shutdown()  # TensorFlow's memory goes before the measurement starts
-        publish_golden(fleet)
         fleet.publish(MODEL, versions[1])
         asyncio.run(wait_available(fleet.nodes, MODEL, [1], timeout=args.timeout))
+        publish_golden(fleet)
         asyncio.run(prime(fleet.nodes))
         sequence = Run(fleet, versions, args)
         targets = {n.hostname: n.grpc_target for n in fleet.nodes}
