@@ -5,9 +5,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from services.master.routes import audit, cluster, models, nodes, state
+from services.master.routes import audit, cluster, models, nodes, rollouts, state
 
-ROUTERS: tuple[APIRouter, ...] = (nodes.router, cluster.router, models.router, audit.router, state.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    nodes.router,
+    cluster.router,
+    models.router,
+    audit.router,
+    state.router,
+    rollouts.router,
+)
 
 READ = ["401"]
 WRITE = ["401", "403", "428"]
@@ -30,6 +37,9 @@ ROUTE_ERRORS: dict[str, list[str]] = {
     "GET /v1/state": [*READ, "503"],
     "POST /v1/state/restore": [*WRITE, "409", "412", "503"],
     "POST /v1/state/accept": [*WRITE, "409", "412", "503"],
+    "GET /v1/rollouts": [*READ, "503"],
+    "GET /v1/rollouts/{model}": [*READ, "404", "422", "503"],
+    "POST /v1/rollouts/{model}/{command}": [*WRITE, "404", "409", "412", "422", "503"],
 }
 
 

@@ -27,6 +27,7 @@ from services.master.metrics import FleetCollector, MasterMetrics
 from services.master.openapi import install_openapi
 from services.master.poller import Poller
 from services.master.registry import Registry, SidecarRecord
+from services.master.rollout_driver import RolloutDriver
 from services.master.routes.common import allowed_methods
 from services.master.settings import Settings
 from services.master.state_guard import StateGuard
@@ -91,6 +92,8 @@ def create_app(
             app.state.fleet = fleet
             registry.drop_where(lambda r: fleet.addresses.refusal(r.hostname, r.base_url))
             state_watch = StateWatch(store, interval=settings.poll_interval_seconds)
+            rollouts = RolloutDriver(fleet, interval=settings.poll_interval_seconds)
+            app.state.rollouts = rollouts
             app.state.health = master_health(settings, poller, registry)
             collector = FleetCollector(fleet.view)
             metrics_registry.register(collector)
@@ -102,6 +105,8 @@ def create_app(
                 stack.push_async_callback(poller.stop)
                 state_watch.start()
                 stack.push_async_callback(state_watch.stop)
+                rollouts.start()
+                stack.push_async_callback(rollouts.stop)
             logger.info(
                 "master listening",
                 extra={"port": settings.port, "bucket": settings.remote_model_directory},
