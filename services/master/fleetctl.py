@@ -220,8 +220,7 @@ def diff(ctx: typer.Context) -> None:
 
 app.add_typer(rollout_app, name="rollout")
 
-state_MASTER_FIELDS = ("rollout_state", "nodes", "bad_versions")
-app = typer.Typer(help="The desired-state document's alarm and the admin's decision on it.")
+state_app = typer.Typer(help="The desired-state document's alarm and the admin's decision on it.")
 app.add_typer(state_app, name="state")
 
 
