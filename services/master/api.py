@@ -14,6 +14,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     audit.router,
     state.router,
     rollouts.router,
+    rollouts.default_router,
 )
 
 READ = ["401"]
@@ -40,6 +41,8 @@ ROUTE_ERRORS: dict[str, list[str]] = {
     "GET /v1/rollouts": [*READ, "503"],
     "GET /v1/rollouts/{model}": [*READ, "404", "422", "503"],
     "POST /v1/rollouts/{model}/{command}": [*WRITE, "404", "409", "412", "422", "503"],
+    "GET /v1/rollout-policy": [*READ, "503"],
+    "PUT /v1/rollout-policy": ["400", *WRITE, "409", "412", "413", "422", "503"],
 }
 
 

@@ -94,7 +94,7 @@ def create_app(
             state_watch = StateWatch(store, interval=settings.poll_interval_seconds)
             rollouts = RolloutDriver(fleet, interval=settings.poll_interval_seconds)
             app.state.rollouts = rollouts
-            app.state.health = master_health(settings, poller, registry)
+            app.state.health = master_health(settings, poller, registry, rollouts)
             collector = FleetCollector(fleet.view)
             metrics_registry.register(collector)
             stack.callback(metrics_registry.unregister, collector)
@@ -147,11 +147,12 @@ def create_app(
     return app
 
 
-def master_health(settings: Settings, poller: Poller, registry: Registry) -> Health:
-    """master's checks: the poller finishes rounds; the registry can be persisted (state dir writable,
-    last save good)."""
+def master_health(settings: Settings, poller: Poller, registry: Registry, rollouts: RolloutDriver) -> Health:
+    """master's checks: the poller and the rollout driver finish rounds; the registry can be persisted
+    (state dir writable, last save good)."""
     health = Health(HealthBounds.from_settings(settings))
     health.add_worker("poller", poller)
+    health.add_worker("rollout", rollouts)
     state_dir = WritableDir(settings.state_dir, cache_seconds=settings.health_probe_cache_seconds)
 
     async def registry_persistence() -> Check:

@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 from pydantic import BaseModel, Field
 
 from services.common.completeness import ModelScan
-from services.common.contracts import ModelPolicy, RolloutRecord
-from services.common.errors import NotFound
-from services.master.desired import ChangeResult
+from services.common.contracts import AuditEntry, ModelPolicy, RolloutPolicy, RolloutRecord
+from services.common.errors import Conflict, NotFound, PreconditionFailed
+from services.master.desired import ChangeResult, DesiredStore
 from services.master.rollout_driver import RolloutDriver
 from services.master.rollout_steps import bake_remaining, operate
 
@@ -109,3 +109,54 @@ async def rollout_command(
         await driver.sync_nodes(touched)
     driver.trigger(model)
     return result
+
+
+FLEET_DEFAULT_AUDIT_NAME = "_rollout"
+
+
+class FleetRolloutPolicy(BaseModel):
+    """The fleet's default rollout policy (None = models without their own policy roll out at once)."""
+
+    generation: int
+    rollout: RolloutPolicy | None
+
+
+async def fleet_default(store: DesiredStore) -> FleetRolloutPolicy:
+    document, generation = await store.read_state()
+    return FleetRolloutPolicy(generation=generation, rollout=document.rollout)
+
+
+async def set_fleet_default(
+    store: DesiredStore, rollout: RolloutPolicy | None, *, actor: str, if_match: int | None
+) -> FleetRolloutPolicy:
+    """Write the document's top-level ``rollout`` (If-Match as every change; audited as ``_rollout``)."""
+    document, generation = await store.read_state()
+    if store.guard.alarm is not None:
+        raise Conflict(f"no change while the state document is in alarm: {store.guard.alarm.message}")
+    if if_match is not None and if_match != generation:
+        raise PreconditionFailed(
+            f"the desired state is at generation {generation}, not {if_match}: re-read and retry",
+            current_generation=generation,
+        )
+    if document.rollout == rollout:
+        return FleetRolloutPolicy(generation=generation, rollout=rollout)
+    new_document = document.model_copy(
+        update={
+            "rollout": rollout,
+            "revision": store.guard.next_revision,
+            "updated_at": datetime.now(UTC),
+            "updated_by": actor,
+        }
+    )
+
+    def audit_entry(new_generation: int) -> AuditEntry:
+        return AuditEntry(
+            actor=actor,
+            action="rollout default " + ("set" if rollout is not None else "removed"),
+            model=FLEET_DEFAULT_AUDIT_NAME,
+            generation=new_generation,
+            reason=rollout.model_dump_json() if rollout is not None else None,
+        )
+
+    new_generation, _ = await store.write_state(new_document, generation, audit_entry)
+    return FleetRolloutPolicy(generation=new_generation, rollout=rollout)
