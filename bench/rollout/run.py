@@ -6,7 +6,8 @@ runs the search-like Predict loop (600 ms deadlines, every node) for the whole r
 - **good version** (v2): seconds from its last object uploaded to AVAILABLE on every node and the rollout
   ``done``, against waves x bake + transfer (transfer measured in the same run: downloading the version
   from the same emulator);
-- **bad version** (v3, fails every real call with INVALID_ARGUMENT; loads fine, so only traffic shows it):
+- **bad version** (v3, fails every real call with INVALID_ARGUMENT; loads and passes its warm-up records,
+  so only traffic shows it):
   which nodes ever had it AVAILABLE or answered with it (must be the first wave only), seconds from the
   failed gate (the rollout turning ``reverted``) to the first wave's nodes serving v2 alone again, against
   the sync interval, and failed calls on the nodes outside the first wave (must be 0).
@@ -79,7 +80,10 @@ class Watch:
         try:
             while not until(self):
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"not within {timeout}s: available {self.available}, states {self.states[-3:]}")
+                    raise TimeoutError(
+                        f"not within {timeout}s: available {self.available}, states {self.states[-3:]}, "
+                        f"reason {(self.view or {}).get('reason')}"
+                    )
                 for host, client in clients.items():
                     try:
                         statuses = await client.get_model_status(MODEL, timeout=1.0)
@@ -122,11 +126,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         fleet.publish(MODEL, write_model(models, 1))
         asyncio.run(wait_available(fleet.nodes, MODEL, [1], timeout=120))
         set_policy(fleet, policy)
-        good_dir, bad_dir = write_model(models, 2), write_model(models, 3, fail_above=0.5)
+        # Warm-up records (x = 0, 1), as production versions ship, so the first real calls are not cold;
+        # v3 passes its warm-up and fails every real call (x = 2).
+        good_dir = write_model(models, 2, warmup_requests=2)
+        bad_dir = write_model(models, 3, warmup_requests=2, fail_above=1.5)
         for node in fleet.nodes:  # a first call pays TensorFlow's first-call cost: not the rollout's doing
             asyncio.run(predict_once(node, MODEL))
         targets = {n.hostname: n.grpc_target for n in fleet.nodes}
-        with predicting(targets, MODEL, rate=args.rate) as loop:
+        with predicting(targets, MODEL, rate=args.rate, x=2.0) as loop:
             good = Watch(fleet)
             fleet.publish(MODEL, good_dir)
             uploaded = time.monotonic()

@@ -8,7 +8,7 @@
   (``request_count`` with a status other than OK) may exceed the other nodes' by
   ``max_error_rate_increase``; the wave's p99 Predict latency (``request_latency`` histogram) may exceed
   ``max_p99_ratio`` times the other nodes' p99 + ``p99_slack_ms``. They judge only once the wave saw
-  ``min_requests`` requests; p99 needs the other nodes to have seen as many.
+  ``min_requests`` requests; p99 also needs ``P99_MIN_SAMPLES`` successful calls on each side.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ from services.common.contracts import RolloutPolicy, TrafficCounters
 
 Outcome = Literal["pass", "fail", "wait"]
 PERCENTILE = 0.99
+#: Latency samples each side needs before p99 is compared: below that, p99 is the slowest call or two,
+#: and one cold or unlucky call would decide.
+P99_MIN_SAMPLES = 100
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ def judge_health(version: int, wave_nodes: Sequence[str], facts: Mapping[str, No
         return Verdict("wait", detail=", ".join(unhealthy) + " unhealthy")
     loading = [h for h in sorted(wave_nodes) if version not in facts[h].available]
     if loading:
-        return Verdict("wait", detail=f"version {version} not AVAILABLE on {', '.join(loading)}")
+        return Verdict("wait", "loading", f"version {version} not AVAILABLE on {', '.join(loading)} yet")
     return Verdict("pass")
 
 
@@ -115,11 +118,10 @@ def judge_traffic(wave: Sequence[TrafficCounters], others: Sequence[TrafficCount
             f"wave error rate {rate:.1%} ({mine.errors}/{mine.total}) vs {base:.1%} "
             f"({theirs.errors}/{theirs.total}) on the other nodes, margin {policy.max_error_rate_increase:.1%}",
         )
-    if theirs.total < policy.min_requests:
-        return Verdict("pass", detail="too little traffic on the other nodes to compare p99")
+    samples = min(mine.latency_buckets.get("+Inf", 0), theirs.latency_buckets.get("+Inf", 0))
     wave_p99, other_p99 = p99_micros(mine.latency_buckets), p99_micros(theirs.latency_buckets)
-    if wave_p99 is None or other_p99 is None:
-        return Verdict("pass", detail="no latency samples to compare")
+    if samples < P99_MIN_SAMPLES or wave_p99 is None or other_p99 is None:
+        return Verdict("pass", detail=f"error rate {rate:.1%} vs {base:.1%}; too few latency samples for p99")
     limit = other_p99 * policy.max_p99_ratio + policy.p99_slack_ms * 1000
     if wave_p99 > limit:
         return Verdict(

@@ -115,16 +115,17 @@ def _drive(
     health = judge_health(record.version, wave.nodes, facts)
     if health.outcome == "fail":
         return revert(p, health, now=now)
+    waiting_for = health.detail if health.outcome == "wait" and health.gate != "loading" else None
     if record.state == "running":
         if health.outcome == "wait":
-            return Step(p, waiting_for=health.detail, touched=touched)
+            return Step(p, waiting_for=waiting_for, touched=touched)
         record.state, wave.state, wave.baking_since, record.updated_at = "baking", "baking", now, now
         return Step(p, action=f"rollout wave {record.wave + 1}/{len(record.waves)} baking", touched=touched)
     traffic = _traffic_verdict(wave.nodes, rollout, facts=facts, window=window)
     if traffic is not None and traffic.outcome == "fail":
         return revert(p, traffic, now=now)
     if health.outcome == "wait":
-        return Step(p, waiting_for=health.detail, touched=touched)
+        return Step(p, waiting_for=waiting_for, touched=touched)
     if not record.promoted and bake_remaining(record, window, now=now) > 0:
         return Step(p, touched=touched)
     wave.state = "passed"

@@ -53,7 +53,7 @@ class RolloutPolicy(BaseModel):
         default=0.01, ge=0, le=1, description="wave error rate may exceed the other nodes' by this much (0.01 = 1 pt)"
     )
     max_p99_ratio: float = Field(default=1.5, ge=1, le=100, description="wave p99 latency / other nodes' p99")
-    p99_slack_ms: float = Field(default=5.0, ge=0, description="p99 differences below this never fail the gate")
+    p99_slack_ms: float = Field(default=20.0, ge=0, description="p99 differences below this never fail the gate")
     min_requests: int = Field(default=50, ge=1, description="requests a wave needs before traffic gates judge")
 
     @field_validator("waves")
