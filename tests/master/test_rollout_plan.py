@@ -146,3 +146,12 @@ def test_operator_commands() -> None:
     restarted = operate(aborted, "resume", actor="ops", now=T0)
     assert restarted.rollout_state is not None and restarted.rollout_state.wave == 0
     assert set(restarted.nodes) == {"node-1"}
+
+
+def test_under_a_rollout_policy_a_node_never_advances_by_itself() -> None:
+    policy = ModelPolicy(rollout=POLICY)
+    # Before master wrote a baseline: the node holds what it served; a node that served nothing takes the latest.
+    assert resolve_model(policy, [1, 2], node="node-4", rollout=True, hold=[1]).serve == [1]
+    assert resolve_model(policy, [1, 2], node="node-4", rollout=True, hold=None).serve == [2]
+    # Without a rollout policy the default policy moves on as before.
+    assert resolve_model(ModelPolicy(), [1, 2], node="node-4", hold=[1]).serve == [2]
