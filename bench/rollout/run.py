@@ -187,6 +187,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "done_seconds": round(done_seconds, 2),
             "budget_seconds": round(budget, 2),
             "ratio": round(good_seconds / budget, 2),
+            "done_ratio": round(done_seconds / budget, 2),
             "transfer_seconds": round(transfer, 3),
             "failed_calls": before_bad.control_plane_failed,
         },
@@ -224,7 +225,8 @@ def main() -> int:
     print(f"\nrollout on {figures['nodes']} nodes, waves {figures['waves']}, bake {args.bake:g}s:")
     print(
         f"  good v2: AVAILABLE on all nodes {good['all_nodes_seconds']}s after upload (rollout done at "
-        f"{good['done_seconds']}s); waves x bake + transfer = {good['budget_seconds']}s, ratio {good['ratio']}; "
+        f"{good['done_seconds']}s); waves x bake + transfer = {good['budget_seconds']}s, ratio {good['ratio']} "
+        f"(done: {good['done_ratio']}); "
         f"{good['failed_calls']} failed calls"
     )
     print(
