@@ -1,8 +1,9 @@
 """bench/switch: latency around version switches, with and without generated warm-up, and a bad version between.
 
 A local fleet serves a model whose first call after a load costs TensorFlow's graph optimisation
-(``first_call_layers``), with golden requests uploaded through master's API once v1 serves (``PUT /v1/golden/<model>``). A search-like load (bench/chaos/load.py: searches of 15-45 Predicts, 600 ms deadline,
-one long-lived channel per node) runs on every node the whole time, through ONE run of:
+(``first_call_layers``), with golden requests uploaded through master's API once v1 serves
+(``PUT /v1/golden/<model>``). A search-like load (bench/chaos/load.py: searches of 15-45 Predicts, 600 ms
+deadline, one long-lived channel per node) runs on every node the whole time, through ONE run of:
 
 1. steady state;
 2. (a) v1 -> v2 with the pullers' generated warm-up off (``FLEET_GENERATED_WARMUP_REPEAT=0``);

@@ -15,6 +15,7 @@ from services.common.health import Health, health_response
 from services.config_manager.configfile import config_hash
 from services.config_manager.reconciler import Reconciler
 from services.config_manager.status import build_status, is_ready
+from services.config_manager.traffic import TrafficReader
 
 router = APIRouter()
 
@@ -54,6 +55,11 @@ def protected_router(token_dependency: Any, read_dependency: Any) -> APIRouter:
         """Per model: serve/keep, on disk, in config, live states, labels, failed and held versions."""
         settings = request.app.state.settings
         payload = build_status(reconciler, hostname=settings.hostname, software_version=request.app.version)
+        reader: TrafficReader | None = request.app.state.traffic
+        traffic = await reader.read() if reader is not None else None
+        for model, counters in (traffic or {}).items():
+            if model in payload.models:
+                payload.models[model].traffic = counters
         registrar = request.app.state.registrar
         payload.details["registered"] = registrar.registered if registrar is not None else None
         payload.details["registration_error"] = registrar.last_error if registrar is not None else None

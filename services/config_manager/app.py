@@ -23,6 +23,7 @@ from services.config_manager.localdisk import free_bytes
 from services.config_manager.metrics import Metrics
 from services.config_manager.reconciler import Reconciler
 from services.config_manager.settings import Settings
+from services.config_manager.traffic import TrafficReader
 from services.config_manager.watcher import VolumeWatcher
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,11 @@ def create_app(
             reconciler.prepare()
             prepare_state_dir(settings.state_dir)
             registrar: Registrar | None = None
+            if settings.tensorflow_serving_metrics_url:
+                scraper = await stack.enter_async_context(make_async_client(timeout=settings.metrics_timeout_seconds))
+                app.state.traffic = TrafficReader(
+                    scraper, settings.tensorflow_serving_metrics_url, timeout=settings.metrics_timeout_seconds
+                )
             if start_workers:
                 reconciler.start()
                 stack.push_async_callback(reconciler.stop)
@@ -80,6 +86,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.reconciler = reconciler
     app.state.registrar = None
+    app.state.traffic = None
     install_problem_handlers(app)
     app.include_router(router)
     fleet_token = settings.fleet_token()

@@ -21,6 +21,10 @@ class Settings(NodeSettings):
         default="localhost:8500",
         validation_alias=AliasChoices("TENSORFLOW_SERVING_GRPC_TARGET", "FLEET_TENSORFLOW_SERVING_GRPC_TARGET"),
     )
+    # tfserving's Prometheus page (its REST port, --monitoring_config_file): request counts and latency per
+    # model, reported in status for master's rollout gates ("" = not read).
+    tensorflow_serving_metrics_url: str = "http://localhost:8501/monitoring/prometheus/metrics"
+    metrics_timeout_seconds: float = Field(default=1.0, gt=0)
     # Deadlines of single calls to tfserving.
     reload_timeout_seconds: float = Field(default=30.0, gt=0)
     status_timeout_seconds: float = Field(default=5.0, gt=0)

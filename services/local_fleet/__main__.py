@@ -91,6 +91,9 @@ def up(
     root: Annotated[Path, typer.Option(help="working directory (wiped at start)")] = Path(".fleet-run"),
     master_port: Annotated[int, typer.Option(help="master's port on 127.0.0.1")] = 8080,
     publish: Annotated[bool, typer.Option(help="publish the example model")] = True,
+    rollout_demo: Annotated[
+        bool, typer.Option(help="then roll out a version that fails on real traffic (stopped at wave 1, reverted)")
+    ] = False,
 ) -> None:
     """Start the fleet, publish the example model, and run until Ctrl-C."""
     fleet = LocalFleet(root.resolve(), FleetOptions(nodes=nodes, master_port=master_port))
@@ -105,6 +108,10 @@ def up(
             work = Path(tempfile.mkdtemp(prefix="example-model-"))
             _publish_and_watch(fleet, 1, work)
             _publish_and_watch(fleet, 2, work)
+            if rollout_demo:
+                from services.local_fleet.rollout_demo import run_demo
+
+                run_demo(fleet, EXAMPLE_MODEL, work, version=3, console=console)
             _summary(fleet)
         console.print("\n[bold]running — press Ctrl-C to stop[/]")
         stop.wait()

@@ -28,6 +28,7 @@ ADMIN_NAME = "local-admin"
 READ_NAME = "local-reader"
 # The nodes' sidecars listen on per-node loopback ports: master may call any port of 127.0.0.1, nothing else.
 LOOPBACK_SIDECARS = "127.0.0.1:*"
+MONITORING_PATH = "/monitoring/prometheus/metrics"  # docker/tfserving/monitoring.config
 
 
 @dataclass
@@ -182,6 +183,7 @@ class LocalFleet:
                 "FLEET_STATE_DIR": str(node.root / "app-config_manager"),
                 "TENSORFLOW_SERVING_CONFIG_FILE": str(node.config_file),
                 "TENSORFLOW_SERVING_GRPC_TARGET": node.grpc_target,
+                "FLEET_TENSORFLOW_SERVING_METRICS_URL": f"http://127.0.0.1:{node.rest_port}{MONITORING_PATH}",
             },
             log_path=logs / f"{hostname}-config_manager.log",
             health_url=f"http://127.0.0.1:{node.config_manager_port}/healthz",

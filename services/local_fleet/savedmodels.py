@@ -116,6 +116,7 @@ def _build(
     shards: int,
     nan_answers: bool = False,
     first_call_layers: int = 0,
+    fail_above: float | None = None,
 ) -> None:
     import tensorflow as tf
 
@@ -165,6 +166,8 @@ def _build(
 
         @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name=INPUT_NAME)])  # type: ignore[untyped-decorator]
         def serve(x: Any) -> Any:
+            if fail_above is not None:
+                tf.debugging.assert_less_equal(x, tf.constant(fail_above, tf.float32), message="x out of range")
             return {OUTPUT_NAME: factor() * costly(x)}
 
         signature = serve
@@ -185,6 +188,7 @@ def write_model(
     warmup_fault: WarmupFault | None = None,
     nan_answers: bool = False,
     first_call_layers: int = 0,
+    fail_above: float | None = None,
 ) -> Path:
     """Write a real SavedModel to ``dir/<version>/`` and return that path.
 
@@ -195,6 +199,8 @@ def write_model(
     ``nan_answers`` makes a model that loads and answers NaN (a bad retrain golden requests catch).
     ``first_call_layers`` adds that many hidden 64x64 layers: the first call of a loaded version then
     costs TensorFlow's graph optimisation (about 4-5 ms per layer here), as a real model's does.
+    ``fail_above`` makes a version that loads and passes checks with x = 1 but fails (INVALID_ARGUMENT)
+    every call whose x is above it: a bad retrain that only real traffic shows.
     ``warmup_requests`` writes ``assets.extra/tf_serving_warmup_requests`` (a TFRecord file of
     PredictionLogs, as TF Serving replays before a version becomes AVAILABLE) with that many valid
     PredictRequests for serving_default; ``warmup_fault`` breaks it after those: ``corrupt_crc`` (the last
@@ -216,6 +222,7 @@ def write_model(
             warmup_fault=warmup_fault,
             nan_answers=nan_answers,
             first_call_layers=first_call_layers,
+            fail_above=fail_above,
         ),
     )
 
@@ -245,6 +252,7 @@ def _write_model_in_place(
     warmup_fault: WarmupFault | None = None,
     nan_answers: bool = False,
     first_call_layers: int = 0,
+    fail_above: float | None = None,
 ) -> Path:
     if shards < 1:
         raise ValueError("shards must be >= 1")
@@ -257,6 +265,7 @@ def _write_model_in_place(
         raise FileExistsError(target)
     key = f"v{version}-p{padding_bytes}-c{int(changed_signature)}-s{shards}-w{warmup_requests}-{warmup_fault}"
     key += ("-nan" if nan_answers else "") + (f"-l{first_call_layers}" if first_call_layers else "")
+    key += f"-f{fail_above:g}" if fail_above is not None else ""
     with _cache_lock:
         cached = _cache_dir() / key
         if not cached.exists():
@@ -270,6 +279,7 @@ def _write_model_in_place(
                 shards=shards,
                 nan_answers=nan_answers,
                 first_call_layers=first_call_layers,
+                fail_above=fail_above,
             )
             if warmup_requests or warmup_fault:
                 _write_warmup_requests(

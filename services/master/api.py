@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from services.master.routes import audit, cluster, dashboard, golden, models, nodes, state, whoami
+from services.master.routes import audit, cluster, dashboard, golden, models, nodes, rollouts, state, whoami
 
 ROUTERS: tuple[APIRouter, ...] = (
     nodes.router,
@@ -16,6 +16,8 @@ ROUTERS: tuple[APIRouter, ...] = (
     golden.router,
     whoami.router,
     dashboard.router,
+    rollouts.router,
+    rollouts.default_router,
 )
 
 READ = ["401"]
@@ -45,6 +47,11 @@ ROUTE_ERRORS: dict[str, list[str]] = {
     "DELETE /v1/golden/{model}": [*WRITE, "404", "412", "422", "503"],
     "POST /v1/golden/{model}/test": ["401", "403", "404", "422", "503"],
     "GET /v1/whoami": READ,
+    "GET /v1/rollouts": [*READ, "503"],
+    "GET /v1/rollouts/{model}": [*READ, "404", "422", "503"],
+    "POST /v1/rollouts/{model}/{command}": [*WRITE, "404", "409", "412", "422", "503"],
+    "GET /v1/rollout-policy": [*READ, "503"],
+    "PUT /v1/rollout-policy": ["400", *WRITE, "409", "412", "413", "422", "503"],
 }
 
 

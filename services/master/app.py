@@ -27,6 +27,7 @@ from services.master.metrics import FleetCollector, MasterMetrics
 from services.master.openapi import install_openapi
 from services.master.poller import Poller
 from services.master.registry import Registry, SidecarRecord
+from services.master.rollout_driver import RolloutDriver
 from services.master.routes.common import allowed_methods
 from services.master.settings import Settings
 from services.master.state_guard import StateGuard
@@ -91,7 +92,9 @@ def create_app(
             app.state.fleet = fleet
             registry.drop_where(lambda r: fleet.addresses.refusal(r.hostname, r.base_url))
             state_watch = StateWatch(store, interval=settings.poll_interval_seconds)
-            app.state.health = master_health(settings, poller, registry)
+            rollouts = RolloutDriver(fleet, interval=settings.poll_interval_seconds)
+            app.state.rollouts = rollouts
+            app.state.health = master_health(settings, poller, registry, rollouts)
             collector = FleetCollector(fleet.view)
             metrics_registry.register(collector)
             stack.callback(metrics_registry.unregister, collector)
@@ -102,6 +105,8 @@ def create_app(
                 stack.push_async_callback(poller.stop)
                 state_watch.start()
                 stack.push_async_callback(state_watch.stop)
+                rollouts.start()
+                stack.push_async_callback(rollouts.stop)
             logger.info(
                 "master listening",
                 extra={"port": settings.port, "bucket": settings.remote_model_directory},
@@ -144,11 +149,12 @@ def create_app(
     return app
 
 
-def master_health(settings: Settings, poller: Poller, registry: Registry) -> Health:
-    """master's checks: the poller finishes rounds; the registry can be persisted (state dir writable,
-    last save good)."""
+def master_health(settings: Settings, poller: Poller, registry: Registry, rollouts: RolloutDriver) -> Health:
+    """master's checks: the poller and the rollout driver finish rounds; the registry can be persisted
+    (state dir writable, last save good)."""
     health = Health(HealthBounds.from_settings(settings))
     health.add_worker("poller", poller)
+    health.add_worker("rollout", rollouts)
     state_dir = WritableDir(settings.state_dir, cache_seconds=settings.health_probe_cache_seconds)
 
     async def registry_persistence() -> Check:

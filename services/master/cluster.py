@@ -101,6 +101,7 @@ def merge_model(puller: ModelNodeStatus | None, config_manager: ModelNodeStatus 
         drift=sorted(set(desired.drift) | set(cm.drift)),
         downloads=puller.downloads if puller else [],
         problems=[*(puller.problems if puller else []), *cm.problems],
+        traffic=cm.traffic,
     )
     view.converged = is_converged(view)
     return view

@@ -186,6 +186,7 @@ class DesiredStore:
         action: str,
         if_match: int | None,
         served: Collection[str] = (),
+        reason: str | None = None,
     ) -> ChangeResult:
         """Read-modify-write one model's entry with a generation precondition, then append an audit entry.
         A model only ``served`` by nodes (gone from the bucket) may change too (to retire it)."""
@@ -228,6 +229,7 @@ class DesiredStore:
                 after=None if after.is_default() else after,
                 generation=new_generation,
                 serving_before=resolve_model(base, complete).serve,
+                reason=reason,
             )
 
         new_generation, audit_object = await self.write_state(new_document, generation, audit_entry)

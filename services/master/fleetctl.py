@@ -17,7 +17,9 @@ import typer
 from services.master import fleetctl_render as render
 from services.master.fleetctl_client import Client, CliError, client_of, current_etag, fail, run
 from services.master.fleetctl_golden import golden_app
+from services.master.fleetctl_rollout import rollout_app, with_rollouts
 
+MASTER_FIELDS = ("rollout_state", "nodes", "bad_versions")
 app = typer.Typer(help="Drive a modelfleet fleet through master's admin API.", no_args_is_help=True)
 
 
@@ -50,6 +52,8 @@ def update_policy(client: Client, model: str, change: dict[str, Any]) -> None:
     """GET the model's overrides and ETag, apply ``change``, PUT with If-Match."""
     response = client.request("GET", f"/v1/models/{model}")
     policy = dict(response.json().get("overrides") or {})
+    for name in MASTER_FIELDS:  # master keeps what it wrote (a rollout, bad versions) when not sent
+        policy.pop(name, None)
     policy.update(change)
     result = client.request("PUT", f"/v1/models/{model}", body=policy, headers={"If-Match": response.headers["etag"]})
     show_change(client, result.json())
@@ -79,10 +83,11 @@ def parse_versions(values: list[str]) -> list[int]:
 
 @app.command()
 def status(ctx: typer.Context, refresh: Annotated[bool, typer.Option(help="poll every node now")] = False) -> None:
-    """Nodes by models: versions, labels, states, failures."""
+    """Nodes by models: versions, labels, states, failures; then the rollouts in progress."""
     client = client_of(ctx)
     cluster = run(lambda: client.get("/v1/cluster", refresh=str(refresh).lower()))
-    client.emit(cluster, render.status_table(cluster))
+    rollouts = run(lambda: client.get("/v1/rollouts"))["rollouts"]
+    client.emit({**cluster, "rollouts": rollouts}, with_rollouts(render.status_table(cluster), rollouts))
 
 
 @app.command()
@@ -215,6 +220,7 @@ def diff(ctx: typer.Context) -> None:
 
 
 app.add_typer(golden_app, name="golden")
+app.add_typer(rollout_app, name="rollout")
 
 state_app = typer.Typer(help="The desired-state document's alarm and the admin's decision on it.")
 app.add_typer(state_app, name="state")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -31,6 +31,15 @@ class MasterMetrics:
         )
         self.operations = Counter(
             "modelfleet_master_operations_total", "Cluster/node operations", ["operation", "result"], registry=registry
+        )
+        self.rollout_reverts = Counter(
+            "modelfleet_master_rollout_reverts_total",
+            "Rollouts reverted by a failed gate (alarm: the version is marked bad fleet-wide)",
+            ["model"],
+            registry=registry,
+        )
+        self.rollouts_active = Gauge(
+            "modelfleet_master_rollouts_in_progress", "Rollouts running, baking, waiting or paused", registry=registry
         )
 
 

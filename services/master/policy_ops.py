@@ -19,6 +19,7 @@ from services.common.errors import Conflict, NotFound
 from services.master.desired import ChangeResult, DesiredStore
 
 ROLLBACK_HISTORY = 100
+MASTER_FIELDS = ("rollout_state", "nodes", "bad_versions")
 
 
 async def set_policy(
@@ -29,12 +30,20 @@ async def set_policy(
     actor: str,
     if_match: int | None,
     served: Collection[str] = (),
+    given: Collection[str] | None = None,
 ) -> ChangeResult:
     """Replace the model's overrides wholesale (``served``: models nodes still serve, retirable even when
-    gone from the bucket)."""
-    return await store.change(
-        model, lambda _base, _scan: policy, actor=actor, action="set-policy", if_match=if_match, served=served
-    )
+    gone from the bucket). Fields master writes itself (a rollout's record, per-node pins, the versions
+    marked bad) are kept unless ``given`` (the fields the caller sent) names them: an edit of the policy
+    neither forgets a bad version nor drops a rollout by accident."""
+
+    def mutate(base: ModelPolicy, _scan: ModelScan | None) -> ModelPolicy:
+        if given is None:
+            return policy
+        kept = {name: getattr(base, name) for name in MASTER_FIELDS if name not in given}
+        return policy.model_copy(update=kept)
+
+    return await store.change(model, mutate, actor=actor, action="set-policy", if_match=if_match, served=served)
 
 
 async def set_label(

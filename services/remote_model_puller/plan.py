@@ -3,6 +3,8 @@
 No I/O here: :mod:`.sync` gathers the inputs, this module decides, so every rule is testable alone.
 
 - Per model, ``resolve_model`` turns the policy and the complete remote versions into ``serve``/``keep``.
+  Under a rollout policy the node never advances by itself: it serves its per-node pin (a wave), else
+  the model's pin (the baseline master writes), else what it served before.
   Versions that failed to download or install (same fingerprint) are not counted as complete.
 - Mass-removal guard: a model that was being served, is still enabled, and now has no complete version
   in the listing keeps its previous target unchanged (nothing is unloaded) and raises a critical alarm.
@@ -108,7 +110,13 @@ def _plan_model(name: str, inputs: PlanInputs, plan: Plan) -> ModelPlan | None:
         if inputs.failed_versions.get((name, v)) != remote_fingerprint(versions[v], inputs.prefix)
     ]
     previous = inputs.previous.models.get(name) if inputs.previous is not None else None
-    resolved = resolve_model(policy, complete, node=inputs.hostname)
+    resolved = resolve_model(
+        policy,
+        complete,
+        node=inputs.hostname,
+        rollout=inputs.document.rollout_for(name) is not None,
+        hold=previous.serve if previous is not None and previous.enabled else None,
+    )
     model_plan = ModelPlan(
         target=LocalModelTarget(
             serve=resolved.serve,

@@ -158,7 +158,7 @@ def test_master_health_is_red_while_the_poller_does_not_finish_rounds(
         register(client, dead)
         dead.mode = "error"  # failed polls are the nodes' problem, not master's
         body = until_health(client, 200)
-        assert set(body["checks"]) == {"poller", "registry"} and "uptime_seconds" in body
+        assert set(body["checks"]) == {"poller", "registry", "rollout"} and "uptime_seconds" in body
         poller = polling_master.app.state.fleet.poller
         poll_all = poller.poll_all
 

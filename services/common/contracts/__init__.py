@@ -23,6 +23,7 @@ from services.common.contracts.local import (
     ManifestObject,
 )
 from services.common.contracts.registration import NodeRole, Registration
+from services.common.contracts.rollout import RolloutPolicy, RolloutRecord, Wave
 from services.common.contracts.status import (
     Alarm,
     CapacityShortfall,
@@ -31,6 +32,7 @@ from services.common.contracts.status import (
     LiveVersion,
     ModelNodeStatus,
     SidecarStatus,
+    TrafficCounters,
 )
 
 __all__ = [
@@ -54,8 +56,12 @@ __all__ = [
     "NodeRole",
     "Registration",
     "ResolvedModel",
+    "RolloutPolicy",
+    "RolloutRecord",
     "SidecarStatus",
     "StateProblem",
+    "TrafficCounters",
+    "Wave",
     "resolve_model",
     "successor_problem",
     "validate_model_name",

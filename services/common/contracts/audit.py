@@ -21,6 +21,7 @@ class AuditEntry(Document):
     after: ModelPolicy | None = None
     generation: int | None = Field(default=None, description="document generation after the change")
     serving_before: list[int] | None = Field(default=None, description="versions served before the change")
+    reason: str | None = Field(default=None, description="why (e.g. the rollout gate that failed, with figures)")
 
     def object_name(self) -> str:
         """Sortable object name under ``_fleet/audit/``: time first, so a listing is chronological."""

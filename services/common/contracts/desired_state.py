@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.common.contracts.base import INT64_MAX, Document, is_valid_model_name
+from services.common.contracts.rollout import RolloutPolicy, RolloutRecord
 
 DEFAULT_LATEST = 1
 DEFAULT_KEEP = 1
@@ -25,7 +26,7 @@ def _check_versions(values: Sequence[int]) -> None:
 
 
 class NodeOverride(BaseModel):
-    """Room for per-node overrides (progressive rollout); today only ``pinned`` is honoured."""
+    """Per-node overrides: ``pinned`` replaces the model's versions on that node (a rollout's wave target)."""
 
     model_config = ConfigDict(extra="ignore")
     pinned: list[int] | None = None
@@ -43,6 +44,11 @@ class ModelPolicy(BaseModel):
     keep: int | None = Field(default=None, ge=0, le=100, description="extra versions held on disk for rollback")
     allow_signature_change: bool = False
     nodes: dict[str, NodeOverride] = Field(default_factory=dict)
+    rollout: RolloutPolicy | None = Field(default=None, description="roll new versions out in waves")
+    rollout_state: RolloutRecord | None = Field(default=None, description="written by master only")
+    bad_versions: list[int] = Field(
+        default_factory=list, description="marked bad fleet-wide (a failed rollout gate): never taken by default"
+    )
 
     @model_validator(mode="after")
     def _exclusive(self) -> ModelPolicy:
@@ -53,6 +59,7 @@ class ModelPolicy(BaseModel):
                 raise ValueError("'pinned' needs at least one version (use enabled=false to retire)")
             _check_versions(self.pinned)
         _check_versions(list(self.labels.values()))
+        _check_versions(self.bad_versions)
         return self
 
     @field_validator("labels")
@@ -74,6 +81,7 @@ class DesiredStateDocument(Document):
     back was reset, not written by master (``successor_problem``)."""
 
     models: dict[str, ModelPolicy] = Field(default_factory=dict)
+    rollout: RolloutPolicy | None = Field(default=None, description="the fleet's default rollout policy")
     revision: int = Field(default=0, ge=0, description="rises with every master write (0 = before revisions)")
     updated_at: datetime | None = None
     updated_by: str | None = None
@@ -89,6 +97,10 @@ class DesiredStateDocument(Document):
     def policy_for(self, model: str) -> ModelPolicy:
         """The effective overrides for ``model`` (defaults when absent)."""
         return self.models.get(model) or ModelPolicy()
+
+    def rollout_for(self, model: str) -> RolloutPolicy | None:
+        """The rollout policy in force for ``model``: its own, else the fleet default (None = no rollout)."""
+        return self.policy_for(model).rollout or self.rollout
 
 
 StateProblem = Literal["desired-state-missing", "desired-state-reset"]
@@ -124,26 +136,40 @@ class ResolvedModel(BaseModel):
     waiting_for: list[int] = Field(default_factory=list, description="wanted versions not complete in the bucket")
 
 
-def resolve_model(policy: ModelPolicy, complete_versions: Sequence[int], *, node: str | None = None) -> ResolvedModel:
+def resolve_model(
+    policy: ModelPolicy,
+    complete_versions: Sequence[int],
+    *,
+    node: str | None = None,
+    rollout: bool = False,
+    hold: Sequence[int] | None = None,
+) -> ResolvedModel:
     """Turn a policy into concrete version sets given the complete versions in the bucket.
 
     - ``enabled=false``: nothing served or kept (the model is retired on purpose).
-    - ``pinned``: exactly those versions (those not complete yet are reported in ``waiting_for``).
-    - else the ``latest`` N (default 1) complete versions.
+    - ``nodes[node].pinned``, else ``pinned``: exactly those versions (those not complete yet are
+      reported in ``waiting_for``).
+    - ``rollout`` (a rollout policy is in force) and nothing pinned yet: ``hold`` (what the node served
+      before) until master writes the baseline; a node that served nothing takes the latest.
+    - else the ``latest`` N (default 1) complete versions, never one of ``bad_versions``.
     - Label targets are always served too (a label can only point at a loaded version).
-    - ``keep`` (default 1) more complete versions below the lowest served one stay on disk.
+    - ``keep`` (default 1) more complete versions below the lowest served one stay on disk, plus an
+      active rollout's previous versions (every node can go back without a download).
     ``keep`` is always a superset of ``serve``; all lists are sorted ascending.
     """
     if not policy.enabled:
         return ResolvedModel(serve=[], keep=[], labels={}, enabled=False)
     complete = sorted(set(complete_versions))
+    candidates = [v for v in complete if v not in set(policy.bad_versions)]
     pinned = policy.pinned
     if node is not None and node in policy.nodes and policy.nodes[node].pinned:
         pinned = policy.nodes[node].pinned
     if pinned is not None:
         wanted = set(pinned)
+    elif rollout and hold:
+        wanted = set(hold)
     else:
-        wanted = set(complete[-(policy.latest or DEFAULT_LATEST) :]) if complete else set()
+        wanted = set(candidates[-(policy.latest or DEFAULT_LATEST) :]) if candidates else set()
     wanted |= set(policy.labels.values())
     available = set(complete)
     serve = sorted(wanted & available)
@@ -152,6 +178,8 @@ def resolve_model(policy: ModelPolicy, complete_versions: Sequence[int], *, node
     floor = min(serve) if serve else None
     older = [v for v in complete if floor is None or v < floor]
     kept = set(serve) | set(older[-keep_extra:] if keep_extra else [])
+    if policy.rollout_state is not None and policy.rollout_state.active:
+        kept |= set(policy.rollout_state.previous) & available
     labels = {name: v for name, v in policy.labels.items() if v in available}
     return ResolvedModel(
         serve=serve,

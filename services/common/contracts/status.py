@@ -63,6 +63,26 @@ class CapacityShortfall(_Lenient):
     since: datetime | None = None
 
 
+class TrafficCounters(_Lenient):
+    """A model's request counters read from the node's tfserving metrics (cumulative since it started).
+
+    ``requests``: ``:tensorflow:serving:request_count`` by status ("OK", "INVALID_ARGUMENT", ...).
+    ``latency_buckets``: ``:tensorflow:serving:request_latency`` of API "Predict" (successful calls), upper
+    bound in microseconds ("+Inf" last) → cumulative count, summed over entrypoints (GRPC, REST).
+    """
+
+    requests: dict[str, int] = Field(default_factory=dict)
+    latency_buckets: dict[str, int] = Field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.requests.values())
+
+    @property
+    def errors(self) -> int:
+        return sum(count for status, count in self.requests.items() if status != "OK")
+
+
 class ModelNodeStatus(_Lenient):
     """One model on one node, from one sidecar's point of view."""
 
@@ -82,6 +102,7 @@ class ModelNodeStatus(_Lenient):
     drift: list[int] = Field(default_factory=list)
     downloads: list[DownloadProgress] = Field(default_factory=list)
     problems: list[str] = Field(default_factory=list)
+    traffic: TrafficCounters | None = Field(default=None, description="config_manager only; None = not read")
 
 
 class SidecarStatus(Document):

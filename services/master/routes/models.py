@@ -82,11 +82,16 @@ async def get_model(model: ModelName, fleet: FleetDep, _: Reader, response: Resp
 
 @router.put("/{model}", response_model=ChangeResult)
 async def put_model(model: ModelName, body: PolicyBody, fleet: FleetDep, actor: Admin, if_match: IfMatch) -> Response:
-    """Replace the model's overrides (pinned/latest, labels, keep, enabled). Default policy = removed.
-    ``enabled: false`` retires the model, also one gone from the bucket that nodes still serve."""
+    """Replace the model's overrides (pinned/latest, labels, keep, enabled, rollout). Default policy =
+    removed. ``enabled: false`` retires the model, also one gone from the bucket that nodes still serve.
+    Fields master writes (rollout_state, nodes, bad_versions) are kept unless the body names them."""
     policy = ModelPolicy.model_validate(body.model_dump())
     served = fleet.served_models()
-    return _changed(await set_policy(fleet.store, model, policy, actor=actor.name, if_match=if_match, served=served))
+    given = body.model_fields_set
+    result = await set_policy(
+        fleet.store, model, policy, actor=actor.name, if_match=if_match, served=served, given=given
+    )
+    return _changed(result)
 
 
 @router.api_route("/{rest:path}", methods=FALLBACK_METHODS, include_in_schema=False, name=FALLBACK)
