@@ -26,6 +26,7 @@ from services.common.tfs import TFServingClient
 
 SEARCH_DEADLINE_SECONDS = 0.6
 COLD_WINDOW_SECONDS = 5.0
+WARM_TIMEOUT_SECONDS = 10.0  # the uncounted first call per target that connects its channel
 
 
 @dataclass(frozen=True)
@@ -132,13 +133,18 @@ class PredictLoop:
         self._thread: threading.Thread | None = None
         self._started = 0.0
         self._error: BaseException | None = None
+        self._ready = threading.Event()
 
     # -- control -----------------------------------------------------------------------------------
     def start(self) -> PredictLoop:
+        """Connect to every target first (one uncounted call each, as a search client's long-lived channels
+        are connected before any search), then count from here on."""
         self._stop.clear()
+        self._ready.clear()
         self._started = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="predict-loop", daemon=True)
         self._thread.start()
+        self._ready.wait(timeout=WARM_TIMEOUT_SECONDS * 2)
         return self
 
     def stop(self) -> PredictStats:
@@ -197,15 +203,25 @@ class PredictLoop:
             asyncio.run(self._main())
         except BaseException as exc:  # surfaced by stop()
             self._error = exc
+        finally:
+            self._ready.set()
 
     async def _main(self) -> None:
         clients = {host: TFServingClient(target) for host, target in self.targets.items()}
         try:
+            await asyncio.gather(*(self._connect(client) for client in clients.values()))
+            self._started = time.monotonic()
+            self._ready.set()
             hosts = list(clients)
             await asyncio.gather(*(self._worker(i, hosts, clients) for i in range(self.concurrency)))
         finally:
             for client in clients.values():
                 await client.close()
+
+    async def _connect(self, client: TFServingClient) -> None:
+        """One call that is not counted: the channel is connected (a target down now is not waited for)."""
+        with contextlib.suppress(Exception):
+            await client.predict(self.model, {"x": ([self.x], (1, 1))}, label=self.label, timeout=WARM_TIMEOUT_SECONDS)
 
     async def _worker(self, index: int, hosts: list[str], clients: Mapping[str, TFServingClient]) -> None:
         period = self.concurrency / self.rate if self.rate else 0.0
