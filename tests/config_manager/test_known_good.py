@@ -21,7 +21,7 @@ from tests.config_manager.conftest import Node, make_node, target
 
 pytestmark = pytest.mark.slow
 
-SLOW = {"local_only_load_delay_seconds": 5}
+SLOW = {"local_only_load_delay_seconds": 3}
 BIG = 20 << 20
 
 

@@ -282,7 +282,7 @@ def test_bytes_and_text_match_upstream_both_ways(
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("ours", "theirs"), PAIRS, ids=IDS)
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_bytes_and_text_match_upstream_many_examples(
     ours: type[Message], theirs: type[Message], data: st.DataObject
