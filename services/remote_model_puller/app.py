@@ -20,6 +20,7 @@ from services.common.registration import Registrar
 from services.common.settings import prepare_state_dir
 from services.remote_model_puller.api import make_router
 from services.remote_model_puller.download import Downloader, EngineOptions
+from services.remote_model_puller.events import PUBSUB_SCOPE, EventSubscriber, make_subscriber_client
 from services.remote_model_puller.local import LocalStore
 from services.remote_model_puller.metrics import PullerMetrics
 from services.remote_model_puller.runtime import Runtime
@@ -96,10 +97,22 @@ def create_app(
             registrar = Registrar(settings, "puller", http)
             prepare_state_dir(settings.state_dir)
             health = node_health(settings, {"sync": worker, "registration": registrar})
-            app.state.runtime = Runtime(worker=worker, store=store, metrics=metrics, health=health, registrar=registrar)
+            events = None
+            if settings.events_enabled:
+                pubsub_credentials = load_credentials(settings, scopes=[PUBSUB_SCOPE])
+                pubsub = make_subscriber_client(settings, pubsub_credentials)
+                events = EventSubscriber(settings, worker=worker, metrics=metrics, client=pubsub)
+            else:
+                metrics.set_mode("polling")
+            app.state.runtime = Runtime(
+                worker=worker, store=store, metrics=metrics, health=health, registrar=registrar, events=events
+            )
             if start_workers:
                 worker.start()
                 stack.push_async_callback(worker.stop)
+                if events is not None:
+                    events.start()
+                    stack.push_async_callback(events.stop)
                 registrar.start()
                 stack.push_async_callback(registrar.stop)
             yield

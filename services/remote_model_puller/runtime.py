@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from services.common.health import Health
 from services.common.registration import Registrar
+from services.remote_model_puller.events import EventSubscriber
 from services.remote_model_puller.local import LocalStore
 from services.remote_model_puller.metrics import PullerMetrics
 from services.remote_model_puller.sync import SyncWorker
@@ -18,6 +19,7 @@ class Runtime:
     metrics: PullerMetrics
     health: Health
     registrar: Registrar | None = None
+    events: EventSubscriber | None = None
 
     def readiness(self) -> tuple[bool, str]:
         """Ready = the model volume is writable and at least one sync pass has finished (even a failed
