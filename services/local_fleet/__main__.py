@@ -90,9 +90,12 @@ def up(
     root: Annotated[Path, typer.Option(help="working directory (wiped at start)")] = Path(".fleet-run"),
     master_port: Annotated[int, typer.Option(help="master's port on 127.0.0.1")] = 8080,
     publish: Annotated[bool, typer.Option(help="publish the example model")] = True,
+    events: Annotated[
+        bool, typer.Option(help="bucket notifications through the Pub/Sub emulator (google-cloud-cli-pubsub-emulator)")
+    ] = False,
 ) -> None:
     """Start the fleet, publish the example model, and run until Ctrl-C."""
-    fleet = LocalFleet(root.resolve(), FleetOptions(nodes=nodes, master_port=master_port))
+    fleet = LocalFleet(root.resolve(), FleetOptions(nodes=nodes, master_port=master_port, events=events))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
