@@ -96,7 +96,6 @@ def create_app(
             worker = SyncWorker(settings, client=client, downloader=downloader, store=store, metrics=metrics)
             registrar = Registrar(settings, "puller", http)
             prepare_state_dir(settings.state_dir)
-            health = node_health(settings, {"sync": worker, "registration": registrar})
             events = None
             if settings.events_enabled:
                 pubsub_credentials = load_credentials(settings, scopes=[PUBSUB_SCOPE])
@@ -104,6 +103,8 @@ def create_app(
                 events = EventSubscriber(settings, worker=worker, metrics=metrics, client=pubsub)
             else:
                 metrics.set_mode("polling")
+            loops = {"sync": worker, "registration": registrar} | ({"events": events} if events else {})
+            health = node_health(settings, loops)
             app.state.runtime = Runtime(
                 worker=worker, store=store, metrics=metrics, health=health, registrar=registrar, events=events
             )
