@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING
 
 import httpx
 from fastapi import FastAPI
@@ -20,13 +21,15 @@ from services.common.registration import Registrar
 from services.common.settings import prepare_state_dir
 from services.remote_model_puller.api import make_router
 from services.remote_model_puller.download import Downloader, EngineOptions
-from services.remote_model_puller.events import PUBSUB_SCOPE, EventSubscriber, make_subscriber_client
 from services.remote_model_puller.local import LocalStore
 from services.remote_model_puller.metrics import PullerMetrics
 from services.remote_model_puller.runtime import Runtime
 from services.remote_model_puller.sdkreader import SdkRangeReader
 from services.remote_model_puller.settings import Settings
 from services.remote_model_puller.sync import SyncWorker
+
+if TYPE_CHECKING:
+    from services.remote_model_puller.events import EventSubscriber
 
 
 def media_tokens(settings: Settings, credentials: Credentials | None) -> TokenSource | None:
@@ -67,6 +70,19 @@ def make_downloader(settings: Settings, auth: TokenSource | None, client: storag
     )
 
 
+def make_events(settings: Settings, worker: SyncWorker, metrics: PullerMetrics) -> EventSubscriber | None:
+    """The bucket-notification subscriber when events are configured, else None (polling)."""
+    if not settings.events_enabled:
+        metrics.set_mode("polling")
+        return None
+    # Imported only here: google-cloud-pubsub (gRPC streaming, OpenTelemetry) costs a polling-only
+    # puller ~13 MB of RSS for nothing.
+    from services.remote_model_puller.events import PUBSUB_SCOPE, EventSubscriber, make_subscriber_client
+
+    client = make_subscriber_client(settings, load_credentials(settings, scopes=[PUBSUB_SCOPE]))
+    return EventSubscriber(settings, worker=worker, metrics=metrics, client=client)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -96,13 +112,7 @@ def create_app(
             worker = SyncWorker(settings, client=client, downloader=downloader, store=store, metrics=metrics)
             registrar = Registrar(settings, "puller", http)
             prepare_state_dir(settings.state_dir)
-            events = None
-            if settings.events_enabled:
-                pubsub_credentials = load_credentials(settings, scopes=[PUBSUB_SCOPE])
-                pubsub = make_subscriber_client(settings, pubsub_credentials)
-                events = EventSubscriber(settings, worker=worker, metrics=metrics, client=pubsub)
-            else:
-                metrics.set_mode("polling")
+            events = make_events(settings, worker, metrics)
             loops = {"sync": worker, "registration": registrar} | ({"events": events} if events else {})
             health = node_health(settings, loops)
             app.state.runtime = Runtime(

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from services.common.health import Health
 from services.common.registration import Registrar
-from services.remote_model_puller.events import EventSubscriber
 from services.remote_model_puller.local import LocalStore
 from services.remote_model_puller.metrics import PullerMetrics
 from services.remote_model_puller.sync import SyncWorker
+
+if TYPE_CHECKING:  # google-cloud-pubsub is imported only when events are configured
+    from services.remote_model_puller.events import EventSubscriber
 
 
 @dataclass

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from services.common.contracts import DownloadProgress, ModelNodeStatus, SidecarStatus
 from services.common.registration import Registrar, software_version
-from services.remote_model_puller.events import EventSubscriber
 from services.remote_model_puller.sync import SyncWorker
+
+if TYPE_CHECKING:  # google-cloud-pubsub is imported only when events are configured
+    from services.remote_model_puller.events import EventSubscriber
 
 
 def _ts(value: float | None) -> datetime | None:
