@@ -131,22 +131,24 @@ class EventCoalescer:
             self.metrics.event_lag.observe(self.last_lag_seconds)
 
     def _set_quiet_timers(self) -> None:
-        scan = self.worker.state.scan
-        if scan is None or self.settings.complete_marker is not None or self.settings.quiet_period_seconds <= 0:
+        state = self.worker.state
+        if state.scan is None or self.settings.complete_marker is not None or self.settings.quiet_period_seconds <= 0:
             return
         quiet = timedelta(seconds=self.settings.quiet_period_seconds)
         now = datetime.now(UTC)
         loop = asyncio.get_running_loop()
-        for name, model in scan.models.items():
+        for name, model in state.scan.models.items():
             ends = [
                 max(o.updated for o in version.objects) + quiet
                 for version in model.versions.values()
                 if not version.complete and version.objects
             ]
-            pending = [end for end in ends if end > now]
+            # Inside its quiet period when the pass applied the rule (the period may have ended since,
+            # while the pass downloaded: then the timer fires at once).
+            pending = [end for end in ends if end > state.scanned_at]
             if not pending or (name in self._timers and not self._timers[name].cancelled()):
                 continue
-            delay = (min(pending) - now).total_seconds() + TIMER_SLACK_SECONDS
+            delay = max(0.0, (min(pending) - now).total_seconds()) + TIMER_SLACK_SECONDS
             self._timers[name] = loop.call_later(delay, self._quiet_period_over, name)
 
     def _quiet_period_over(self, model: str) -> None:

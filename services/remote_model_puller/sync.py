@@ -196,10 +196,11 @@ class SyncWorker(PeriodicWorker):
         self.state.document_generation, self.state.document_error = self.documents.generation, self.documents.error
         if self.documents.error and self.documents.reads > reads:
             self.metrics.errors.labels(kind=self.documents.alarm_kind).inc()
+        self.state.scanned_at = datetime.now(UTC)
         self.state.scan = scan_listing(
             objects,
             prefix=self.settings.prefix,
-            now=datetime.now(UTC),
+            now=self.state.scanned_at,
             quiet_period=timedelta(seconds=self.settings.quiet_period_seconds),
             marker=self.settings.complete_marker,
         )

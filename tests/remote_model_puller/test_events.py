@@ -27,6 +27,7 @@ from services.remote_model_puller.events import EventSubscriber, make_subscriber
 from services.remote_model_puller.local import LocalStore
 from services.remote_model_puller.metrics import PullerMetrics
 from services.remote_model_puller.settings import Settings
+from services.remote_model_puller.status import build_status
 from services.remote_model_puller.sync import SyncWorker
 from tests.remote_model_puller.conftest import PREFIX, upload_version, write_fake_model
 from tests.support.gcs import FakeGcs
@@ -169,7 +170,10 @@ async def test_version_upload_and_state_document_are_applied_by_events_within_th
     assert full_listings(worker) == full, "applied by targeted listings only"
     assert targeted_listings(worker) >= 2
     await until(lambda: not events.coalescer.waiting, "every event acked")
-    assert events.coalescer.handled["synced"] >= 1 and events.coalescer.last_lag_seconds is not None
+    shown = build_status(worker, ready=True, registrar=None, events=events).details["events"]
+    assert isinstance(shown, dict) and shown["mode"] == "events" and shown["waiting"] == 0
+    assert shown["handled"]["synced"] >= 1 and shown["last_lag_seconds"] is not None
+    assert shown["subscription"].endswith(f"/subscriptions/modelfleet-puller-{worker.settings.hostname}")
 
 
 def notification(
@@ -242,6 +246,7 @@ async def test_emulator_outage_falls_back_to_polling_loses_no_update_and_events_
     try:
         await until(lambda: events.mode == "fallback", "fallback mode")
         assert sample(worker, "modelfleet_puller_sync_mode", mode="fallback") == 1
+        assert events.error is not None and "unreachable" in events.error
         upload_version(events_bucket, write_fake_model(src, 1, shards=1, shard_bytes=64), "ranker", "1")
         await until(lambda: 1 in worker.state.installed.get("ranker", {}), "version 1 installed by polling")
     finally:
