@@ -97,7 +97,8 @@ class EventSubscriber(PeriodicWorker):
             self._start_stream(asyncio.get_running_loop())
             self._enter_events()
         oldest = self.coalescer.oldest_waiting_seconds()
-        if oldest > self.settings.events_max_lag_seconds:
+        # A failing sync loop retries (full passes) on its own backoff: do not hurry it.
+        if oldest > self.settings.events_max_lag_seconds and self.worker.consecutive_failures == 0:
             self.behind += 1
             logger.warning("events fell behind (oldest waiting %.0fs): full reconcile", oldest)
             self.worker.trigger(None)
