@@ -36,8 +36,7 @@ class Listing:
 class ListingCache:
     """The last listing of the models prefix, refreshed whole or per target."""
 
-    def __init__(self, *, client: storage.Client, bucket: str, prefix: str, timeout: float) -> None:
-        self.client = client
+    def __init__(self, *, bucket: str, prefix: str, timeout: float) -> None:
         self.bucket = bucket
         self.prefix = prefix
         self.timeout = timeout
@@ -53,16 +52,17 @@ class ListingCache:
             return [self.prefix + STATE_OBJECT, self.prefix + GOLDEN_PREFIX]
         return [f"{self.prefix}{target}/"]
 
-    def refresh(self, targets: Iterable[str] | None) -> Listing:
-        """List the bucket (blocking: run in a thread); ``targets`` None or no listing yet = everything."""
+    def refresh(self, client: storage.Client, targets: Iterable[str] | None) -> Listing:
+        """List the bucket with ``client`` (blocking: run in a thread); ``targets`` None or no listing
+        yet = everything."""
         stats = ListingStats()
         started = time.monotonic()
         if targets is None or self.objects is None:
-            self.objects = self._list(self.prefix, stats)
+            self.objects = self._list(client, self.prefix, stats)
             full, self.scope = True, None
         else:
             prefixes = sorted({p for t in targets for p in self.target_prefixes(t)})
-            fresh = [obj for p in prefixes for obj in self._list(p, stats)]
+            fresh = [obj for p in prefixes for obj in self._list(client, p, stats)]
             kept = [obj for obj in self.objects if not obj.name.startswith(tuple(prefixes))]
             self.objects = kept + fresh
             full, self.scope = False, frozenset(targets)
@@ -74,5 +74,5 @@ class ListingCache:
         """Drop the listing: the next refresh lists everything."""
         self.objects = None
 
-    def _list(self, prefix: str, stats: ListingStats) -> list[RemoteObject]:
-        return list(list_objects(self.client, self.bucket, prefix, timeout=self.timeout, stats=stats))
+    def _list(self, client: storage.Client, prefix: str, stats: ListingStats) -> list[RemoteObject]:
+        return list(list_objects(client, self.bucket, prefix, timeout=self.timeout, stats=stats))

@@ -98,7 +98,7 @@ class SyncWorker(PeriodicWorker):
             state_dir=settings.state_dir,
         )
         self.listing = ListingCache(
-            client=client, bucket=settings.bucket_name, prefix=settings.prefix, timeout=settings.gcs_timeout_seconds
+            bucket=settings.bucket_name, prefix=settings.prefix, timeout=settings.gcs_timeout_seconds
         )
         #: Called after each successful pass (the event coalescer acks what the pass covered).
         self.on_synced: Callable[[], None] | None = None
@@ -178,7 +178,7 @@ class SyncWorker(PeriodicWorker):
 
     async def _read_bucket(self, targets: frozenset[str] | None) -> tuple[BucketScan, DesiredStateDocument | None]:
         """One listing, the desired-state document (read only when its generation changed), the scan."""
-        listing = await asyncio.to_thread(self.listing.refresh, targets)
+        listing = await asyncio.to_thread(self.listing.refresh, self.client, targets)
         objects, stats = listing.objects, listing.stats
         self.state.listing_pages, self.state.listing_objects, self.state.listing_seconds = (
             stats.pages,
