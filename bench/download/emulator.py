@@ -15,6 +15,13 @@ from services.local_fleet.fakegcs import FakeGcs  # noqa: E402
 class PreloadedEmulator(FakeGcs):
     """One fake-gcs-server holding what ``data_dir`` held at start (memory backend unless told)."""
 
-    def __init__(self, data_dir: Path, *, backend: str = "memory", timeout: float = 900.0) -> None:
-        super().__init__(backend=backend, preload=data_dir)
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        backend: str = "memory",
+        timeout: float = 900.0,
+        notify: tuple[str, str, str] | None = None,
+    ) -> None:
+        super().__init__(backend=backend, preload=data_dir, notify=notify)
         self.start(timeout=timeout)

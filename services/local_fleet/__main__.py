@@ -94,9 +94,12 @@ def up(
     rollout_demo: Annotated[
         bool, typer.Option(help="then roll out a version that fails on real traffic (stopped at wave 1, reverted)")
     ] = False,
+    events: Annotated[
+        bool, typer.Option(help="bucket notifications through the Pub/Sub emulator (google-cloud-cli-pubsub-emulator)")
+    ] = False,
 ) -> None:
     """Start the fleet, publish the example model, and run until Ctrl-C."""
-    fleet = LocalFleet(root.resolve(), FleetOptions(nodes=nodes, master_port=master_port))
+    fleet = LocalFleet(root.resolve(), FleetOptions(nodes=nodes, master_port=master_port, events=events))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import ssl
 import subprocess
@@ -37,10 +38,14 @@ class FakeGcs:
         host: str = "127.0.0.1",
         preload: Path | None = None,
         tls: tuple[Path, Path, Path] | None = None,
+        notify: tuple[str, str, str] | None = None,
     ) -> None:
         self.host = host
         self.tls = tls  # (server certificate, its private key, the CA bundle that verifies it): https
         self.preload = preload
+        # (Pub/Sub emulator host, project, topic): object notifications in GCS's format, as a bucket
+        # notification configuration sends them (finalize and delete events).
+        self.notify = notify
         self.port = port or free_port()
         self.backend = backend
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -68,8 +73,20 @@ class FakeGcs:
             args += ["-filesystem-root", str(self.root / "data")]
         if self.preload is not None:
             args += ["-data", str(self.preload)]
+        env = dict(os.environ)
+        if self.notify is not None:
+            host, project, topic = self.notify
+            args += [
+                "-event.pubsub-project-id",
+                project,
+                "-event.pubsub-topic",
+                topic,
+                "-event.list",
+                "finalize,delete",
+            ]
+            env["PUBSUB_EMULATOR_HOST"] = host
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
+            self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -22,8 +22,11 @@ from google.cloud import storage
 from services.local_fleet.fakegcs import FakeGcs
 from services.local_fleet.ports import free_port, wait_port
 from services.local_fleet.processes import ManagedProcess, python_module
+from services.local_fleet.pubsub import PubSubEmulator
 from services.local_fleet.stackflags import production_serving_args
 
+EVENTS_PROJECT = "modelfleet-local"
+EVENTS_TOPIC = "bucket-events"
 ADMIN_NAME = "local-admin"
 READ_NAME = "local-reader"
 # The nodes' sidecars listen on per-node loopback ports: master may call any port of 127.0.0.1, nothing else.
@@ -45,6 +48,9 @@ class FleetOptions:
     log_format: str = "text"
     serving_args: tuple[str, ...] = ()
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Bucket notifications: fake-gcs-server publishes to the Pub/Sub emulator, the pullers subscribe.
+    events: bool = False
+    events_check_interval: float = 2.0
 
 
 @dataclass
@@ -90,7 +96,9 @@ class LocalFleet:
     def __init__(self, root: Path, options: FleetOptions | None = None) -> None:
         self.root = root
         self.options = options or FleetOptions()
-        self.gcs = FakeGcs(backend="filesystem", root=root / "gcs")
+        self.pubsub = PubSubEmulator(project=EVENTS_PROJECT) if self.options.events else None
+        notify = (self.pubsub.host, EVENTS_PROJECT, EVENTS_TOPIC) if self.pubsub is not None else None
+        self.gcs = FakeGcs(backend="filesystem", root=root / "gcs", notify=notify)
         self.fleet_token = secrets.token_urlsafe(24)
         self.admin_token = secrets.token_urlsafe(24)
         self.read_token = secrets.token_urlsafe(24)
@@ -137,7 +145,18 @@ class LocalFleet:
             "FLEET_REGISTER_INTERVAL_SECONDS": "2",
             "FLEET_HTTP_TIMEOUT_SECONDS": "2",
             "PYTHONUNBUFFERED": "1",
+            **self._events_env(),
             **self.options.extra_env,
+        }
+
+    def _events_env(self) -> dict[str, str]:
+        if self.pubsub is None:
+            return {}
+        return {
+            **self.pubsub.env(),
+            "FLEET_EVENTS_PROJECT": EVENTS_PROJECT,
+            "FLEET_EVENTS_TOPIC": EVENTS_TOPIC,
+            "FLEET_EVENTS_CHECK_SECONDS": str(self.options.events_check_interval),
         }
 
     def _master_process(self) -> ManagedProcess:
@@ -219,6 +238,10 @@ class LocalFleet:
         if self.root.exists():
             shutil.rmtree(self.root)
         self.root.mkdir(parents=True)
+        if self.pubsub is not None:
+            self.pubsub.log_path = self.root / "pubsub-emulator.log"
+            self.pubsub.start()
+            self.pubsub.create_topic(EVENTS_TOPIC)  # the bucket notification's topic
         self.gcs.start()
         self.gcs.client().create_bucket(self.options.bucket)
         self.master = self._master_process()
@@ -256,6 +279,8 @@ class LocalFleet:
         for proc in self.processes():
             proc.stop()
         self.gcs.close()
+        if self.pubsub is not None:
+            self.pubsub.stop()
 
     # -- bucket ------------------------------------------------------------------------------------
     def bucket(self) -> storage.Bucket:
@@ -309,6 +334,7 @@ class LocalFleet:
         return {
             "master": self.master_url,
             "gcs": self.gcs.url,
+            "pubsub": self.pubsub.host if self.pubsub is not None else None,
             "bucket": self.remote_model_directory,
             "admin_token_file": str(self.root / "secrets" / "admin_tokens"),
             "fleet_token_file": str(self.root / "secrets" / "fleet_token"),

@@ -47,7 +47,7 @@ def make_router(token: str | None, readers: TokenBook | None = None) -> APIRoute
     @router.get("/v1/status", dependencies=reader)
     async def status(runtime: RuntimeDep) -> JSONResponse:
         ready, _ = runtime.readiness()
-        payload = build_status(runtime.worker, ready=ready, registrar=runtime.registrar)
+        payload = build_status(runtime.worker, ready=ready, registrar=runtime.registrar, events=runtime.events)
         return JSONResponse(payload.model_dump(mode="json", by_alias=True))
 
     @router.post("/v1/sync", status_code=202, dependencies=fleet_token)

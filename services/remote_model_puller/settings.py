@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, field_validator
 
 from services.common.settings import BucketSettings, NodeSettings
 
@@ -34,3 +35,31 @@ class Settings(NodeSettings, BucketSettings):
     disk_margin_bytes: int = Field(default=1024 * MiB, ge=0, description="free space left after a version")
     gcs_endpoint: str = Field(default="https://storage.googleapis.com", description="JSON API media endpoint")
     mass_removal_guard: bool = Field(default=True, description="freeze models that vanish from the listing")
+    # Event-driven sync (opt-in): bucket notifications on Pub/Sub wake the puller; listing is the fallback.
+    events_project: str | None = Field(default=None, description="Pub/Sub project of the bucket's notification topic")
+    events_topic: str | None = Field(default=None, description="topic ID the bucket notifies (unset: poll only)")
+    events_subscription: str | None = Field(
+        default=None, description="this node's subscription ID (default: modelfleet-puller-<HOSTNAME>)"
+    )
+    events_check_seconds: float = Field(default=10.0, gt=0, description="how often the subscription is checked")
+    events_max_lag_seconds: float = Field(
+        default=60.0, gt=0, description="an event pending longer than this triggers a full reconcile"
+    )
+    full_reconcile_seconds: float = Field(default=600.0, gt=0, description="full listing interval with events on")
+    pubsub_emulator_host: str | None = Field(default=None, validation_alias=AliasChoices("PUBSUB_EMULATOR_HOST"))
+
+    @field_validator("events_project", "events_topic", "events_subscription", "pubsub_emulator_host")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return (value or "").strip() or None  # a stack file passes ${VAR:-}
+
+    @property
+    def events_enabled(self) -> bool:
+        return self.events_project is not None and self.events_topic is not None
+
+    def subscription_id(self) -> str:
+        """This node's subscription: ``FLEET_EVENTS_SUBSCRIPTION``, else one named from HOSTNAME."""
+        if self.events_subscription:
+            return self.events_subscription
+        cleaned = re.sub(r"[^A-Za-z0-9_.~+%-]", "-", self.hostname)
+        return f"modelfleet-puller-{cleaned}"[:255]

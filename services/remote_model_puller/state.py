@@ -7,6 +7,7 @@ endpoint (:mod:`.status`) and ``/healthz`` read it. Alarms are derived here from
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from services.common.completeness import BucketScan
@@ -39,6 +40,8 @@ class PullerState:
     listing_pages: int = 0
     listing_objects: int = 0
     listing_seconds: float = 0.0
+    #: The time the completeness rule was applied at (quiet periods are relative to it).
+    scanned_at: datetime = field(default_factory=utcnow)
     passes_completed: int = 0
 
     @classmethod

@@ -3,17 +3,40 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from services.common.contracts import DownloadProgress, ModelNodeStatus, SidecarStatus
 from services.common.registration import Registrar, software_version
 from services.remote_model_puller.sync import SyncWorker
+
+if TYPE_CHECKING:  # google-cloud-pubsub is imported only when events are configured
+    from services.remote_model_puller.events import EventSubscriber
 
 
 def _ts(value: float | None) -> datetime | None:
     return datetime.fromtimestamp(value, UTC) if value is not None else None
 
 
-def build_status(worker: SyncWorker, *, ready: bool, registrar: Registrar | None) -> SidecarStatus:
+def events_status(events: EventSubscriber | None) -> dict[str, object]:
+    """Mode (events / fallback / polling), the subscription, lag and events handled."""
+    if events is None:
+        return {"mode": "polling"}
+    coalescer = events.coalescer
+    return {
+        "mode": events.mode,
+        "subscription": events.subscription,
+        "error": events.error,
+        "handled": dict(coalescer.handled),
+        "waiting": len(coalescer.waiting),
+        "oldest_waiting_seconds": round(coalescer.oldest_waiting_seconds(), 3),
+        "last_lag_seconds": coalescer.last_lag_seconds,
+        "fell_behind": events.behind,
+    }
+
+
+def build_status(
+    worker: SyncWorker, *, ready: bool, registrar: Registrar | None, events: EventSubscriber | None = None
+) -> SidecarStatus:
     """Per model: complete remote versions, local versions, serve/keep, drift, downloads, problems."""
     state = worker.state
     models: dict[str, ModelNodeStatus] = {}
@@ -58,6 +81,7 @@ def build_status(worker: SyncWorker, *, ready: bool, registrar: Registrar | None
         "listing": {"pages": state.listing_pages, "objects": state.listing_objects, "seconds": state.listing_seconds},
         "consecutive_failures": worker.consecutive_failures,
         "ignored_objects": len(state.scan.ignored) if state.scan is not None else 0,
+        "events": events_status(events),
     }
     if registrar is not None:
         details["registered"] = registrar.registered

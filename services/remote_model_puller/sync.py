@@ -2,9 +2,10 @@
 
 One pass (:meth:`SyncWorker.run_once`):
 
-1. List the models prefix once (pages of 1,000 objects). The listing also carries the generation of
-   ``_fleet/state.json``: the document is read only when that generation changed, so a pass over an
-   unchanged bucket makes list calls and no object read at all.
+1. List the models prefix once (pages of 1,000 objects), or, for a pass an event targeted, only that
+   model's prefix (or the state document and golden requests), merged into the last listing
+   (:mod:`.listing`). The listing also carries the generation of ``_fleet/state.json``: the document is
+   read only when that generation changed, so a pass over an unchanged bucket reads no object at all.
 2. Apply the completeness rule, resolve every model's policy, plan (:mod:`.plan`).
 3. Install what is missing, one version at a time (:mod:`.install`: staging, verify, fsync, rename,
    manifest). A version that cannot be installed fails alone (recorded in :mod:`.failures`); the pass
@@ -22,20 +23,21 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from google.cloud import storage
 
-from services.common.completeness import BucketScan, RemoteObject, scan_listing
+from services.common.completeness import BucketScan, scan_listing
 from services.common.contracts import Alarm, DesiredStateDocument, LocalDesired
 from services.common.contracts.base import utcnow
 from services.common.errors import BucketError
-from services.common.gcs import ListingStats, list_objects
 from services.common.worker import PeriodicWorker
 from services.remote_model_puller.document import DocumentSource
 from services.remote_model_puller.download import Downloader
 from services.remote_model_puller.golden import GoldenMirror
 from services.remote_model_puller.install import VersionInstaller
+from services.remote_model_puller.listing import FLEET_TARGET, ListingCache
 from services.remote_model_puller.local import LocalStore
 from services.remote_model_puller.metrics import PullerMetrics
 from services.remote_model_puller.plan import LocalVersion, Plan, PlanInputs, make_plan
@@ -95,6 +97,11 @@ class SyncWorker(PeriodicWorker):
             timeout=settings.gcs_timeout_seconds,
             state_dir=settings.state_dir,
         )
+        self.listing = ListingCache(
+            bucket=settings.bucket_name, prefix=settings.prefix, timeout=settings.gcs_timeout_seconds
+        )
+        #: Called after each successful pass (the event coalescer acks what the pass covered).
+        self.on_synced: Callable[[], None] | None = None
         self._started = False
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -113,20 +120,26 @@ class SyncWorker(PeriodicWorker):
         try:
             await self._pass(targets)
         except BucketError as exc:
+            self.listing.forget()  # a failed pass covers nothing: the next one lists everything
             self.metrics.errors.labels(kind=exc.slug).inc()
             alarm = Alarm(kind="bucket-unreachable", message=exc.detail, since=utcnow())
             self.state.set_alarms([alarm, *self.state.version_alarms()], self.metrics)
+            raise
+        except BaseException:
+            self.listing.forget()
             raise
         finally:
             self.metrics.sync_seconds.observe(time.monotonic() - started)
         self.state.passes_completed += 1
         self.metrics.last_success.set(time.time())
+        if self.on_synced is not None:
+            self.on_synced()
 
     async def _pass(self, targets: frozenset[str] | None) -> None:
         if not self._started:
             await asyncio.to_thread(self._startup)
             self._started = True
-        scan, document = await self._read_bucket()
+        scan, document = await self._read_bucket(targets)
         await asyncio.to_thread(self.state.failures.reload_if_changed)
         alarms: list[Alarm] = [self.documents.alarm()] if self.state.document_error or document is None else []
         alarms += self.golden.alarms()
@@ -163,15 +176,17 @@ class SyncWorker(PeriodicWorker):
                 # A served version installed: let config_manager roll it in now, not at the end of the pass.
                 await asyncio.to_thread(self._write_desired, desired)
 
-    async def _read_bucket(self) -> tuple[BucketScan, DesiredStateDocument | None]:
+    async def _read_bucket(self, targets: frozenset[str] | None) -> tuple[BucketScan, DesiredStateDocument | None]:
         """One listing, the desired-state document (read only when its generation changed), the scan."""
-        objects, stats, seconds = await asyncio.to_thread(self._list)
+        listing = await asyncio.to_thread(self.listing.refresh, self.client, targets)
+        objects, stats = listing.objects, listing.stats
         self.state.listing_pages, self.state.listing_objects, self.state.listing_seconds = (
             stats.pages,
             stats.objects,
-            seconds,
+            listing.seconds,
         )
         self.metrics.list_pages.inc(stats.pages)
+        self.metrics.listings.labels(scope="full" if listing.full else "targeted").inc()
         golden_reads = self.golden.reads
         await self.golden.refresh(objects)  # golden sets: config_manager's check, the generated warm-up
         self.metrics.object_reads.inc(self.golden.reads - golden_reads)
@@ -181,10 +196,11 @@ class SyncWorker(PeriodicWorker):
         self.state.document_generation, self.state.document_error = self.documents.generation, self.documents.error
         if self.documents.error and self.documents.reads > reads:
             self.metrics.errors.labels(kind=self.documents.alarm_kind).inc()
+        self.state.scanned_at = datetime.now(UTC)
         self.state.scan = scan_listing(
             objects,
             prefix=self.settings.prefix,
-            now=datetime.now(UTC),
+            now=self.state.scanned_at,
             quiet_period=timedelta(seconds=self.settings.quiet_period_seconds),
             marker=self.settings.complete_marker,
         )
@@ -203,20 +219,6 @@ class SyncWorker(PeriodicWorker):
                     logger.warning("installed version fails its manifest: %s", problem, extra={"model": model})
                     self.state.startup_problems[(model, version)] = problem
         self.documents.load_last_good()
-
-    def _list(self) -> tuple[list[RemoteObject], ListingStats, float]:
-        stats = ListingStats()
-        started = time.monotonic()
-        objects = list(
-            list_objects(
-                self.client,
-                self.settings.bucket_name,
-                self.settings.prefix,
-                timeout=self.settings.gcs_timeout_seconds,
-                stats=stats,
-            )
-        )
-        return objects, stats, time.monotonic() - started
 
     async def _plan(self, scan: BucketScan, document: DesiredStateDocument) -> Plan:
         def gather() -> PlanInputs:
@@ -248,7 +250,7 @@ class SyncWorker(PeriodicWorker):
     def _work(self, plan: Plan, targets: frozenset[str] | None) -> list[Work]:
         work: list[Work] = []
         for name, model_plan in plan.models.items():
-            if targets is not None and name not in targets:
+            if targets is not None and FLEET_TARGET not in targets and name not in targets:
                 continue
             work += [(name, v, True) for v in model_plan.replace]
             work += [(name, v, False) for v in model_plan.fetch]

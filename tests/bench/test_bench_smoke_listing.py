@@ -1,4 +1,5 @@
-"""bench/listing still runs (``--smoke``) and an unchanged bucket costs list calls only, no object read."""
+"""bench/listing still runs (``--smoke``): an unchanged bucket costs list calls only, no object read, and with
+events not even those."""
 
 from __future__ import annotations
 
@@ -20,3 +21,6 @@ def test_listing_bench_smoke(tmp_path: Path) -> None:
     assert report["unchanged_poll"]["object_reads"] == 0
     assert report["unchanged_poll"]["list_calls"] == 1
     assert report["goals"]["list_calls_met"] and report["goals"]["object_reads_met"]
+    # With bucket notifications: an unchanged bucket is not listed at all; a new version lists its model.
+    assert report["events"]["steady_list_calls"] == 0
+    assert report["events"]["upload_list_calls"] >= 1
