@@ -240,7 +240,11 @@ def main() -> int:
     )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
-    return 0
+    outside = set(bad["answered_on"]) - set(bad["first_wave"])
+    broken = good["failed_calls"] or bad["failed_calls_outside_first_wave"] or outside or not bad["reason"]
+    if broken:
+        print("  FAILED: the bad version served beyond the first wave, was not reverted, or calls failed")
+    return 1 if broken else 0
 
 
 if __name__ == "__main__":

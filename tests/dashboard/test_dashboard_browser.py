@@ -9,6 +9,7 @@ Screenshots of each step are written under each test's tmp_path.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from playwright.sync_api import Page, Route, expect
 
 from services.local_fleet.convergence import wait_available
 from services.local_fleet.fleet import ADMIN_NAME, READ_NAME, LocalFleet
+from services.local_fleet.savedmodels import write_model
 from tests.dashboard.conftest import MARKUP, PHONE, run_async
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -58,7 +60,7 @@ def test_matrix_shows_the_served_versions(fleet: LocalFleet, open_page: Any) -> 
         expect(cell(page, node.hostname, "ranker").locator(".serving")).to_have_text("v2")
         expect(cell(page, node.hostname, "scorer").locator(".serving")).to_contain_text("v1")
         expect(page.locator("#matrix th", has_text=node.hostname)).to_contain_text("healthy")
-    expect(page.locator("#rollouts-note")).to_contain_text("No rollouts on this master")
+    expect(page.locator("#rollouts-note")).to_have_text("No rollouts.")  # master's /v1/rollouts: none yet
     expect(page.locator("#actions")).to_be_visible()
     # The token lives in sessionStorage only, never in a URL.
     assert page.evaluate("sessionStorage.getItem('modelfleet.token')") == fleet.admin_token
@@ -189,6 +191,42 @@ def test_rollouts_render_the_announced_shape_and_send_if_match(fleet: LocalFleet
     page.locator("#confirm-ok").click()
     expect(page.locator("#action-result")).to_contain_text("pause ranker")
     assert posts == [{"url": f"{fleet.master_url}/v1/rollouts/ranker/pause", "if_match": '"7"'}]
+    assert page_errors(errors) == []
+
+
+def test_a_real_rollout_shows_in_the_page_and_is_paused_and_aborted_from_it(
+    fleet: LocalFleet, open_page: Any, tmp_path: Path
+) -> None:
+    """Issue 16's API behind the same page: a model under a rollout policy, a new version held at wave 1."""
+    models = tmp_path / "waved"
+    fleet.publish("waved", write_model(models, 1))
+    run_async(wait_available(fleet.nodes, "waved", [1], timeout=120))
+    with fleet.admin() as admin:
+        etag = admin.get("/v1/models/waved").headers["etag"]
+        policy = {"rollout": {"waves": [1, "100%"], "bake_seconds": 3600}}
+        answer = admin.put("/v1/models/waved", json=policy, headers={"If-Match": etag})
+        assert answer.status_code == 200, answer.text
+    fleet.publish("waved", write_model(models, 2))
+    page, screens, errors = open_page()
+    sign_in(page, fleet, fleet.admin_token)
+    row = page.locator("#rollouts tbody tr").filter(has_text="waved")
+    expect(row).to_contain_text("v2", timeout=90_000)
+    expect(row.get_by_role("button", name="pause")).to_be_visible(timeout=90_000)
+    screens.shot("real-rollout")
+    row.get_by_role("button", name="pause").click()
+    page.locator("#confirm-ok").click()
+    expect(page.locator("#action-result")).to_contain_text("pause waved")
+    with fleet.admin() as admin:
+        assert admin.get("/v1/rollouts/waved").json()["state"] == "paused"
+    expect(row).to_contain_text("paused")
+    row.get_by_role("button", name="abort").click()
+    page.locator("#confirm-ok").click()
+    expect(page.locator("#action-result")).to_contain_text("abort waved")
+    with fleet.admin() as admin:
+        assert admin.get("/v1/rollouts/waved").json()["state"] == "aborted"
+        audit = admin.get("/v1/audit", params={"model": "waved"}).json()["entries"]
+    assert [e["actor"] for e in audit[:2]] == [ADMIN_NAME, ADMIN_NAME], audit[:2]
+    screens.shot("real-rollout-aborted")
     assert page_errors(errors) == []
 
 
