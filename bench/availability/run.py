@@ -28,6 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.workdir import finish  # noqa: E402
 from services.local_fleet.convergence import wait_available  # noqa: E402
 from services.local_fleet.fleet import FleetOptions, LocalFleet  # noqa: E402
 from tests.support.predict_loop import PredictLoop, PredictStats  # noqa: E402
@@ -125,10 +126,7 @@ def _run_fleet(args: argparse.Namespace, v1: Path, v2: Path) -> tuple[PredictSta
             stats = loop.stop()
     finally:
         fleet.stop()
-        if args.keep:
-            print(f"kept {root} (logs in {root / 'fleet' / 'logs'})")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        finish(root, keep=args.keep)
     return stats, marks
 
 

@@ -20,7 +20,6 @@ import asyncio
 import json
 import logging
 import random
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from bench.chaos.invariants import Watcher  # noqa: E402
 from bench.chaos.load import SearchLoad  # noqa: E402
 from bench.chaos.report import build, render  # noqa: E402
 from bench.chaos.versions import start_writer, wait_version  # noqa: E402
+from bench.workdir import finish  # noqa: E402
 from services.local_fleet.convergence import wait_available  # noqa: E402
 from services.local_fleet.fleet import Node  # noqa: E402
 
@@ -174,10 +174,7 @@ def main() -> int:
     try:
         report = run(args, work)
     finally:
-        if args.keep:
-            print(f"kept {work} (logs in {work / 'fleet' / 'logs'})")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        finish(work, keep=args.keep)
     print(render(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")

@@ -42,6 +42,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.workdir import finish  # noqa: E402
 from services.common.errors import TFServingError  # noqa: E402
 from services.common.tfs import TFServingClient, VersionState  # noqa: E402
 from services.local_fleet.fleet import FleetOptions, LocalFleet  # noqa: E402
@@ -138,10 +139,7 @@ def run_mode(mode: str, args: argparse.Namespace, models: Path) -> dict[str, Any
             )
     finally:
         fleet.stop()
-        if args.keep:
-            print(f"kept {root} (logs in {root / 'fleet' / 'logs'})")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        finish(root, keep=args.keep)
         os.environ.pop("FLEET_COMPLETE_MARKER", None)
     alls = [r["all_nodes"] for r in rounds]
     budgets = [r["budget"] for r in rounds]
@@ -227,10 +225,7 @@ def run_events(args: argparse.Namespace, models: Path) -> dict[str, Any]:
             rounds.append(rollout(fleet, models, version, mode="fallback", budget_extra=args.interval + args.quiet))
     finally:
         fleet.stop()
-        if args.keep:
-            print(f"kept {root} (logs in {root / 'fleet' / 'logs'})")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        finish(root, keep=args.keep)
     by_mode = {m: [r["all_nodes"] for r in rounds if r["mode"] == m] for m in ("events", "fallback")}
     return {
         "mode": "events",

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.workdir import finish  # noqa: E402
 from services.common.errors import TFServingError  # noqa: E402
 from services.common.tfs import TFServingClient, VersionState  # noqa: E402
 from services.local_fleet.convergence import predict_once, wait_available  # noqa: E402
@@ -169,10 +169,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         transfer = measure_transfer(fleet, 2)
     finally:
         fleet.stop()
-        if args.keep:
-            print(f"kept {root} (logs in {root / 'fleet' / 'logs'})")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        finish(root, keep=args.keep)
     outside = sorted(set(targets) - first_wave)
     served_bad = sorted(h for h, c in stats.versions.items() if c.get(3))
     budget = len(waves) * args.bake + transfer

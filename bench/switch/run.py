@@ -28,7 +28,6 @@ import dataclasses
 import json
 import multiprocessing
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -43,6 +42,7 @@ if str(ROOT) not in sys.path:
 from bench.switch.client import LoadProcess  # noqa: E402
 from bench.switch.figures import WINDOW, Phase, build, render  # noqa: E402
 from bench.switch.watch import wait_rejected, warmup_records_replayed, watch_available  # noqa: E402
+from bench.workdir import finish  # noqa: E402
 from services.common.contracts.golden import golden_path  # noqa: E402
 from services.local_fleet.convergence import predict_once, wait_available  # noqa: E402
 from services.local_fleet.fleet import FleetOptions, LocalFleet, Node  # noqa: E402
@@ -245,10 +245,7 @@ def main() -> int:
     try:
         report = run(args, work)
     finally:
-        if args.keep:
-            print(f"kept {work} (logs in {work / 'fleet' / 'logs'})")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        finish(work, keep=args.keep)
     print(render(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
