@@ -30,7 +30,7 @@ from urllib.parse import quote, urlsplit
 from services.common.credentials import TokenSource
 from services.common.errors import BucketError, BucketNotFound, BucketPermissionDenied, FleetError
 from services.common.network import BucketNetwork
-from services.remote_model_puller.native import HashBuffer
+from services.remote_model_puller.native import HashBuffer, thread_buffer
 
 logger = logging.getLogger(__name__)
 
@@ -289,8 +289,4 @@ class MediaReader:
             self._local.connection = None
 
     def _buffer(self) -> HashBuffer:
-        buffer: HashBuffer | None = getattr(self._local, "buffer", None)
-        if buffer is None:
-            buffer = HashBuffer(self.buffer_bytes)
-            self._local.buffer = buffer
-        return buffer
+        return thread_buffer(self._local, self.buffer_bytes)

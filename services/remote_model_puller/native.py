@@ -20,6 +20,7 @@ import ctypes.util
 import logging
 import mmap
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -97,6 +98,15 @@ class HashBuffer:
             raise ValueError("padding past the buffer")
         self.view[count:size] = bytes(size - count)
         return self.view[:size]
+
+
+def thread_buffer(local: threading.local, size: int) -> HashBuffer:
+    """The calling thread's read buffer of ``size`` bytes, made on its first use (one per reader thread)."""
+    buffer: HashBuffer | None = getattr(local, "buffer", None)
+    if buffer is None:
+        buffer = HashBuffer(size)
+        local.buffer = buffer
+    return buffer
 
 
 def start_writeback(fd: int, offset: int, length: int) -> None:

@@ -20,7 +20,7 @@ from google.cloud import storage
 from services.common import gcs
 from services.common.errors import BucketError
 from services.remote_model_puller.media import DownloadCancelled, GenerationChanged, Sink
-from services.remote_model_puller.native import HashBuffer
+from services.remote_model_puller.native import HashBuffer, thread_buffer
 
 
 class _BufferedSink:
@@ -98,8 +98,4 @@ class SdkRangeReader:
             raise BucketError(f"{what}: {exc.detail}", retryable=exc.retryable) from exc
 
     def _buffer(self) -> HashBuffer:
-        buffer: HashBuffer | None = getattr(self._local, "buffer", None)
-        if buffer is None:
-            buffer = HashBuffer(self.buffer_bytes)
-            self._local.buffer = buffer
-        return buffer
+        return thread_buffer(self._local, self.buffer_bytes)
