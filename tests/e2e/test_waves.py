@@ -116,7 +116,8 @@ def test_good_versions_in_waves_with_commands_restart_and_two_models(fleet: Loca
         fleet.publish(model, write_model(models_dir / model, 2))
     view = wait_rollout(fleet, "ranker", state_is("baking", version=2), what="wave 1 baking")
     assert view["waves"] == [{"nodes": ["node-1"], "state": "baking"}, {"nodes": ["node-2"], "state": "pending"}]
-    assert view["previous"] == [1] and view["bake_remaining_seconds"] > 30
+    # Baking, within the policy's bake time (how much is left depends on this machine's speed, not asserted).
+    assert view["previous"] == [1] and 0 < view["bake_remaining_seconds"] <= SLOW_BAKE["bake_seconds"]
     available(fleet, "ranker", [2], nodes=[0])
     available(fleet, "ranker", [1], nodes=[1])
     wait_rollout(fleet, "scorer", state_is("done", version=2), what="scorer done on its own bake")
